@@ -1,0 +1,59 @@
+"""The one interface every fusion method implements, learned or not.
+
+A method fuses two *gray* images (float32 HxW in [0, 1]) into one; colour handling happens once, outside
+methods, in :mod:`fusebench.fuse`. Learned methods also provide a :class:`~fusebench.training.Trainer` and
+know how to load the checkpoints it writes (and, where published, the authors' official weights).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..registry import Registry
+from ..training import Trainer
+
+
+class FusionMethod(ABC):
+    """A configured fusion method. ``options`` come from the config's entry for the method."""
+
+    #: registry name, e.g. "densefuse"
+    name: ClassVar[str]
+    #: tasks the method is meant for ("ivif", "mif", "mff", "mef")
+    tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif", "mff", "mef")
+    #: whether the method has weights to train or load
+    learned: ClassVar[bool] = False
+    #: one-line description and reference shown in the report
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = dict(options)
+
+    @abstractmethod
+    def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Fuse two registered gray images (HxW float32 in [0, 1]) into HxW float32 in [0, 1]."""
+
+
+class LearnedMethod(FusionMethod):
+    learned: ClassVar[bool] = True
+    #: training defaults from the paper; the config may override any of them
+    train_defaults: ClassVar[Mapping[str, Any]] = {}
+
+    @abstractmethod
+    def trainer(self, device: str, **train_options: Any) -> Trainer:
+        """A fresh trainer for this method (model(s), optimiser(s), loss)."""
+
+    @abstractmethod
+    def load(self, checkpoint: Path, device: str = "cpu") -> None:
+        """Load weights written by this method's trainer (``weights_only=True``)."""
+
+    def load_official(self, weights: Path, device: str = "cpu") -> None:
+        """Load the authors' published weights; methods without any raise a clear error."""
+        raise NotImplementedError(f"{self.name} has no official weights in fusebench")
+
+
+METHODS: Registry[type[FusionMethod]] = Registry("method")
