@@ -1,0 +1,37 @@
+rule download:
+    output:
+        directory("results/data/{dataset}/{split}"),
+    params:
+        mirror=f"--mirror {MIRROR}" if MIRROR else "",
+        limit=lambda wc: max_pairs_arg(wc.split),
+    log:
+        "results/logs/download/{dataset}_{split}.log",
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench download --dataset {wildcards.dataset} --split {wildcards.split} --out {output} "
+        "{params.mirror} {params.limit} 2> {log}"
+
+
+rule patches:
+    input:
+        "results/data/{dataset}/train",
+    output:
+        patches="results/patches/{dataset}_{size}.npy",
+        meta="results/patches/{dataset}_{size}.json",
+    params:
+        stride=PATCH["stride"],
+        min_contrast=PATCH["min_contrast"],
+    log:
+        "results/logs/patches/{dataset}_{size}.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench patches --dataset {wildcards.dataset} --sources {input} --out {output.patches} "
+        "--size {wildcards.size} --stride {params.stride} --min-contrast {params.min_contrast} 2> {log}"

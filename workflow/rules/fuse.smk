@@ -1,0 +1,59 @@
+def weights_inputs(wc):
+    if is_trained(wc.method):
+        return [f"results/models/{training_key(wc.method)}/{train_set(wc.dataset)}/model.pt"]
+    return []
+
+
+def weights_arg(wc, input):
+    entry = method_entry(wc.method)
+    if "official" in entry:
+        return f"--official {os.path.join(config['official_weights'], entry['official'])}"
+    return f"--weights {input.weights}" if input.weights else ""
+
+
+rule fuse:
+    input:
+        sources="results/data/{dataset}/test",
+        weights=weights_inputs,
+    output:
+        directory("results/fused/{dataset}/{method}"),
+    params:
+        name=lambda wc: method_class(wc.method).name,
+        options=lambda wc: options_json(wc.method),
+        weights=weights_arg,
+        device=TRAINING["device"],
+    log:
+        "results/logs/fuse/{dataset}_{method}.log",
+    resources:
+        gpu=lambda wc: TRAINING["gpu"] if method_class(wc.method).learned else 0,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=60,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench fuse --method {params.name} --options '{params.options}' --dataset {wildcards.dataset} "
+        "--sources {input.sources} --out {output} {params.weights} --device {params.device} 2> {log}"
+
+
+rule metrics:
+    input:
+        sources="results/data/{dataset}/test",
+        fused="results/fused/{dataset}/{method}",
+    output:
+        "results/metrics/{dataset}/{method}.csv",
+    params:
+        a=lambda wc: modalities(wc.dataset)[0],
+        b=lambda wc: modalities(wc.dataset)[1],
+        convention=config["metrics"]["convention"],
+        names=",".join(config["metrics"]["names"]),
+    log:
+        "results/logs/metrics/{dataset}_{method}.log",
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench metrics --convention {params.convention} --metrics {params.names} "
+        "--sources {input.sources}/{params.a} {input.sources}/{params.b} --fused {input.fused} "
+        "--out {output} 2> {log}"

@@ -1,0 +1,24 @@
+def all_metrics(wildcards):
+    return [f"results/metrics/{d}/{m}.csv" for d in BENCH_DATASETS for m in methods_for(d)]
+
+
+rule report:
+    input:
+        all_metrics,
+    output:
+        report("results/report/index.html", caption="../report/index.rst", category="Report"),
+    params:
+        datasets=",".join(BENCH_DATASETS),
+        methods=",".join(METHOD_KEYS),
+        title=config["report"]["title"],
+        examples=config["report"]["examples"],
+    log:
+        "results/logs/report.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench report --results results --datasets {params.datasets} --methods {params.methods} "
+        "--title '{params.title}' --examples {params.examples} --out {output} 2> {log}"

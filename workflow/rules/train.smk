@@ -1,0 +1,34 @@
+def train_settings(key):
+    return {**TRAINING.get("defaults", {}), **method_entry(key).get("train", {})}
+
+
+rule train:
+    input:
+        lambda wc: f"results/patches/{wc.dataset}_{PATCH['size']}.npy",
+    output:
+        # checkpoint.pt and loss.csv live beside model.pt but are not declared outputs, so Snakemake
+        # keeps them when a killed job is retried: the retry resumes from the last checkpoint.
+        "results/models/{method}/{dataset}/model.pt",
+    params:
+        name=lambda wc: method_class(wc.method).name,
+        options=lambda wc: options_json(wc.method),
+        train_options=lambda wc: json.dumps(train_settings(wc.method).get("options", {}), sort_keys=True),
+        steps=lambda wc: train_settings(wc.method)["steps"],
+        batch_size=lambda wc: train_settings(wc.method)["batch_size"],
+        checkpoint_every=lambda wc: train_settings(wc.method).get("checkpoint_every", 100),
+        seed=TRAINING["seed"],
+        device=TRAINING["device"],
+    log:
+        "results/logs/train/{method}_{dataset}.log",
+    threads: 4
+    resources:
+        gpu=TRAINING["gpu"],
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: TRAINING["runtime_minutes"] * attempt,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench train --method {params.name} --options '{params.options}' "
+        "--train-options '{params.train_options}' --patches {input} --out $(dirname {output}) "
+        "--steps {params.steps} --batch-size {params.batch_size} --seed {params.seed} "
+        "--checkpoint-every {params.checkpoint_every} --device {params.device} 2> {log}"
