@@ -95,7 +95,7 @@ def test_make_patches_from_real_pairs(tmp_path: Path, mirror: Path) -> None:
     count = make_patches(pairs, out, PatchSettings(size=64, stride=64, min_contrast=0.1), progress=False)
     patches = load_patches(out)
     assert patches.shape == (count, 2, 64, 64) and 0 < count <= 2 * 70
-    assert '"count": %d' % count in out.with_suffix(".json").read_text()
+    assert f'"count": {count}' in out.with_suffix(".json").read_text()
 
 
 def test_colour_handling(tmp_path: Path, mirror: Path) -> None:

@@ -59,7 +59,7 @@ def fuse_pairs(
     out_dir: Path,
     progress: bool = True,
 ) -> Path:
-    """Fuse each (name, path_a, path_b) into ``out_dir/<name>.png``; write per-image seconds to runtime.csv."""
+    """Fuse each (name, path_a, path_b) into ``out_dir/<name>.png``; per-image seconds go to runtime.csv."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, path_a, path_b in tqdm(pairs, desc=f"fuse {method.name}", disable=not progress, unit="pair"):
@@ -76,4 +76,3 @@ def fuse_pairs(
         writer.writerow(["image", "seconds"])
         writer.writerows((name, f"{sec:.6f}") for name, sec in rows)
     return runtime
-
