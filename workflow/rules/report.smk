@@ -10,6 +10,8 @@ rule report:
     params:
         datasets=",".join(BENCH_DATASETS),
         methods=",".join(METHOD_KEYS),
+        methods_for=";".join(f"{d}={','.join(methods_for(d))}" for d in BENCH_DATASETS),
+        convention=config["metrics"]["convention"],
         title=config["report"]["title"],
         examples=config["report"]["examples"],
     log:
@@ -21,4 +23,5 @@ rule report:
         "../../envs/fusebench.yaml"
     shell:
         "fusebench report --results results --datasets {params.datasets} --methods {params.methods} "
+        "--methods-for '{params.methods_for}' --convention {params.convention} "
         "--title '{params.title}' --examples {params.examples} --out {output} 2> {log}"

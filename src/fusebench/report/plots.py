@@ -1,0 +1,137 @@
+"""Figures for the report (seaborn on matplotlib's Agg backend, written as PNG)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
+
+DPI = 100
+#: loss-log columns that are not losses
+NOT_LOSSES = {"step", "epoch", "iteration", "iter", "lr", "learning_rate", "time", "seconds", "wall_s"}
+
+
+def method_palette(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour per method, the same in every figure."""
+    colours = sns.color_palette("tab10" if len(methods) <= 10 else "husl", len(methods))
+    return dict(zip(methods, colours, strict=True))
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def metric_distributions(
+    values: pd.DataFrame,
+    metrics: Sequence[str],
+    arrows: Mapping[str, str],
+    palette: Mapping[str, tuple[float, float, float]],
+    path: Path,
+) -> None:
+    """Box plot (plus the individual images as dots) of each metric per method, one panel per metric.
+
+    ``values`` is long-format: columns ``method``, ``metric``, ``value`` (one row per image).
+    """
+    methods = list(dict.fromkeys(values["method"]))
+    n_cols = min(4, max(1, len(metrics)))
+    n_rows = int(np.ceil(len(metrics) / n_cols))
+    panel_h = 0.32 * len(methods) + 0.9
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.4 * n_cols, panel_h * n_rows), squeeze=False, layout="constrained"
+    )
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        data = values[values["metric"] == metric]
+        with warnings.catch_warnings():  # seaborn 0.13 passes vert=, deprecated in matplotlib 3.11
+            warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+            sns.boxplot(
+                data=data,
+                x="value",
+                y="method",
+                hue="method",
+                order=methods,
+                hue_order=methods,
+                palette=palette,
+                ax=ax,
+                fliersize=0,
+                width=0.6,
+                linewidth=0.8,
+                legend=False,
+                boxprops={"alpha": 0.55},
+            )
+        sns.stripplot(
+            data=data,
+            x="value",
+            y="method",
+            order=methods,
+            color="#333333",
+            ax=ax,
+            size=2.2,
+            alpha=0.7,
+            jitter=0.12,
+        )
+        ax.set_title(f"{metric} {arrows.get(metric, '')}".strip(), fontsize=10, fontweight="bold")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+        ax.tick_params(labelsize=8)
+        sns.despine(ax=ax, left=True)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    _save(fig, path)
+
+
+def loss_curves(logs: Mapping[str, pd.DataFrame], method: str, path: Path) -> None:
+    """Training loss per step, one panel per training dataset, one line per logged loss term."""
+    n = len(logs)
+    n_cols = min(3, n)
+    n_rows = int(np.ceil(n / n_cols))
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(4.6 * n_cols, 3.0 * n_rows), squeeze=False, layout="constrained"
+    )
+    colours = sns.color_palette("deep")
+    for ax, (train_dataset, log) in zip(axes.flat, logs.items(), strict=False):
+        steps = log["step"] if "step" in log.columns else pd.Series(np.arange(1, len(log) + 1))
+        terms = loss_terms(log)
+        window = max(1, len(log) // 50)
+        positive = True
+        for colour, term in zip(colours * (len(terms) // len(colours) + 1), terms, strict=False):
+            y = pd.to_numeric(log[term], errors="coerce")
+            positive &= bool((y.dropna() > 0).all())
+            if window > 1:
+                ax.plot(steps, y, color=colour, alpha=0.2, linewidth=0.7)
+                y = y.rolling(window, min_periods=1, center=True).mean()
+            ax.plot(steps, y, color=colour, linewidth=1.5, label=term)
+        if positive and terms:
+            finite = log[terms].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if finite.size and finite.max() / finite.min() > 30:
+                ax.set_yscale("log")
+        ax.set_title(f"{method} on {train_dataset}", fontsize=10, fontweight="bold")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(color="#e5e5e5", linewidth=0.6)
+        if len(terms) > 1:
+            ax.legend(fontsize=8, frameon=False)
+        sns.despine(ax=ax)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    _save(fig, path)
+
+
+def loss_terms(log: pd.DataFrame) -> list[str]:
+    """The loss columns of a training log: every numeric column except step, epoch, learning rate, time."""
+    return [c for c in log.columns if c.lower() not in NOT_LOSSES and pd.api.types.is_numeric_dtype(log[c])]
