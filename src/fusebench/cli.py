@@ -17,11 +17,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("datasets", help="List the registered datasets, their tasks, modalities and splits.")(list_command)
+app.command("datasets", help="List the registered datasets, their tasks, modalities and splits.")(
+    list_command
+)
 app.command("download", help="Fetch a dataset split (mirror first, then pinned upstream), sha256-checked.")(
     download_command
 )
-app.command("metrics", help="Score fused images against their sources; one CSV row per image.")(metrics_command)
+app.command("metrics", help="Score fused images against their sources; one CSV row per image.")(
+    metrics_command
+)
 app.command("report", help="Render the HTML report from the metrics tables and fused images.")(report_command)
 
 JsonOption = Annotated[str, typer.Option(help="Method options as a JSON object (from the config).")]
@@ -58,7 +62,9 @@ def methods_command() -> None:
 def patches_command(
     dataset: Annotated[str, typer.Option(help="Registered dataset name (gives the modalities).")],
     sources: Annotated[Path, typer.Option(help="Downloaded split folder, e.g. results/data/MSRS/train.")],
-    out: Annotated[Path, typer.Option(help="Output .npy (a .json with the parameters is written beside it).")],
+    out: Annotated[
+        Path, typer.Option(help="Output .npy (a .json with the parameters is written beside it).")
+    ],
     size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 128,
     stride: Annotated[int, typer.Option(help="Grid step in pixels.")] = 200,
     min_contrast: Annotated[float, typer.Option(help="Drop patches with (p90-p10)/255 below this.")] = 0.1,
@@ -87,13 +93,16 @@ def train_command(
     """Train a learned method; rerunning resumes from the last checkpoint in --out."""
     from .methods import LearnedMethod, create
     from .patches import load_patches
-    from .training import TrainSettings, pick_device, train
+    from .training import TrainSettings, pick_device, seed_everything, train
 
     fusion = create(method, **_json(options, "--options"))
     if not isinstance(fusion, LearnedMethod):
-        raise typer.BadParameter(f"{method} is not a learned method; it needs no training", param_hint="--method")
+        raise typer.BadParameter(
+            f"{method} is not a learned method; it needs no training", param_hint="--method"
+        )
     dev = pick_device(device)
-    trainer = fusion.trainer(dev, **_json(train_options, "--train-options"))
+    seed_everything(seed)  # before the networks are built, so their initial weights follow the seed
+    trainer = fusion.trainer(dev, steps=steps, **_json(train_options, "--train-options"))
     settings = TrainSettings(steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every)
     final = train(trainer, load_patches(patches), settings, out, progress=progress)
     typer.echo(f"trained {method} on {dev} -> {final}")

@@ -61,9 +61,14 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 100
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainSettings.{name} must be >= 1, got {getattr(self, name)}")
+
 
 def pick_device(requested: str = "auto") -> str:
-    """"auto" means CUDA when available, else CPU."""
+    """Resolve a device name: "auto" means CUDA when available, else CPU."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -95,6 +100,11 @@ def train(
     if patches.ndim != 4 or patches.shape[1] != 2:
         raise ValueError(f"patches must be Nx2xHxW, got shape {patches.shape}")
     start = _resume(trainer, out_dir / CHECKPOINT)
+    if start > settings.steps:
+        raise ValueError(
+            f"{out_dir / CHECKPOINT} is at step {start}, beyond the {settings.steps} steps asked for; "
+            "delete the run folder to train a shorter run"
+        )
     if start == 0:
         seed_everything(settings.seed)
     _truncate_log(out_dir / LOSS_LOG, start)
@@ -102,7 +112,9 @@ def train(
     log_file = (out_dir / LOSS_LOG).open("a", newline="")
     writer: csv.writer | None = None  # type: ignore[valid-type]
     header_written = (out_dir / LOSS_LOG).stat().st_size > 0
-    bar = tqdm(total=settings.steps, initial=start, desc=f"train {out_dir.name}", disable=not progress, unit="step")
+    bar = tqdm(
+        total=settings.steps, initial=start, desc=f"train {out_dir.name}", disable=not progress, unit="step"
+    )
     try:
         for step in range(start, settings.steps):
             idx = batch_indices(len(patches), settings.batch_size, settings.seed, step)
@@ -157,6 +169,8 @@ def _truncate_log(path: Path, step: int) -> None:
         rows = list(csv.reader(f))
     if not rows:
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    header = rows[0]
+    # A killed run can leave a torn last line (e.g. "1" from "15,0.3,..."): keep only complete rows.
+    kept = [header] + [r for r in rows[1:] if len(r) == len(header) and r[0].isdigit() and int(r[0]) <= step]
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         csv.writer(f).writerows(kept if step > 0 else [])

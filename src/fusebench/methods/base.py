@@ -45,7 +45,11 @@ class LearnedMethod(FusionMethod):
 
     @abstractmethod
     def trainer(self, device: str, **train_options: Any) -> Trainer:
-        """A fresh trainer for this method (model(s), optimiser(s), loss)."""
+        """A fresh trainer for this method (model(s), optimiser(s), loss).
+
+        ``train_options`` are the config's trainer options plus ``steps``, the length of the run (for
+        learning-rate schedules and stage boundaries).
+        """
 
     @abstractmethod
     def load(self, checkpoint: Path, device: str = "cpu") -> None:

@@ -1,0 +1,327 @@
+"""DenseFuse (H. Li, X.-J. Wu, "DenseFuse: A Fusion Approach to Infrared and Visible Images", IEEE TIP 2019).
+
+An auto-encoder trained to reconstruct single images; at test time each source is encoded separately, the two
+64-channel feature maps are fused by a fixed rule, and the decoder turns the result into the fused image.
+
+Network (as in the authors' PyTorch release, ``hli1221/densefuse-pytorch``): every layer is reflection
+padding 1, a 3x3 convolution with bias and a ReLU -- **including the last decoder layer** (the release
+never sets ``is_last``), so outputs are never negative.
+
+* encoder: ``conv1`` 1->16, then the dense block ``DB1`` of three convs 16->16, 32->16, 48->16, each output
+  concatenated to its input: 16 + 3*16 = 64 channels;
+* decoder: ``conv2`` 64->64, ``conv3`` 64->32, ``conv4`` 32->16, ``conv5`` 16->1.
+
+Module and parameter names mirror the release, so its ``densefuse_gray.model`` state dict loads as it is.
+
+The network works on the 0..255 scale, as the release does for training (images are read as uint8 and
+turned into float without division) and for testing. :meth:`DenseFuse.fuse` therefore multiplies its [0, 1]
+inputs by 255 and divides the output by 255; the trainer does the same with its [0, 1] batches.
+
+Fusion strategies (option ``strategy``):
+
+* ``"addition"`` (default): element-wise **mean** ``(e1 + e2) / 2`` -- what the PyTorch release computes (its
+  ``fusion()`` ignores the strategy argument) and what its weights were published with. Official-parity path.
+* ``"sum"``: ``e1 + e2``, the paper's (and the TensorFlow release's) literal addition strategy.
+* ``"l1"``: the paper's l1-norm strategy: activity ``C_i = ||e_i(x, y)||_1`` over the 64 channels, averaged
+  over a 3x3 block (r = 1), weights ``w_i = C_i / (C_1 + C_2)`` (no softmax), ``f = w_1 e_1 + w_2 e_2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import ms_ssim, ssim
+from ..training import Trainer
+from .base import METHODS, LearnedMethod
+
+STRATEGIES = ("addition", "sum", "l1")
+WEIGHT_SOURCES = ("trained", "official")
+SSIM_KINDS = ("ssim", "ms_ssim")
+SCALE = 255.0  # the network's input/output scale (see module docstring)
+
+
+# --------------------------------------------------------------------------------------------- network
+class ConvLayer(nn.Module):
+    """Reflection pad 1, 3x3 conv with bias, ReLU. The attribute name ``conv2d`` matches the release."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect")))
+
+
+class DenseLayer(nn.Module):
+    """One conv of the dense block; its output is concatenated to its input."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.dense_conv = ConvLayer(in_channels, growth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.dense_conv(x)], dim=1)
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, in_channels: int = 16, growth: int = 16, layers: int = 3) -> None:
+        super().__init__()
+        self.denseblock = nn.Sequential(
+            *(DenseLayer(in_channels + i * growth, growth) for i in range(layers))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.denseblock(x)
+
+
+class DenseFuseNet(nn.Module):
+    """Encoder (conv1 + DB1) and decoder (conv2..conv5); ``channels`` is 1 for the gray model."""
+
+    def __init__(self, channels: int = 1) -> None:
+        super().__init__()
+        self.conv1 = ConvLayer(channels, 16)
+        self.DB1 = DenseBlock(16, 16, 3)
+        self.conv2 = ConvLayer(64, 64)
+        self.conv3 = ConvLayer(64, 32)
+        self.conv4 = ConvLayer(32, 16)
+        self.conv5 = ConvLayer(16, channels)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.DB1(self.conv1(x))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return self.conv5(self.conv4(self.conv3(self.conv2(f))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (the training path; no fusion layer)."""
+        return self.decode(self.encode(x))
+
+
+def fuse_features(e1: torch.Tensor, e2: torch.Tensor, strategy: str = "addition") -> torch.Tensor:
+    """Fuse two encoder outputs (N x 64 x H x W) with one of :data:`STRATEGIES`."""
+    if strategy == "addition":
+        return (e1 + e2) / 2
+    if strategy == "sum":
+        return e1 + e2
+    if strategy == "l1":
+        c1 = _block_mean(e1.abs().sum(dim=1, keepdim=True))
+        c2 = _block_mean(e2.abs().sum(dim=1, keepdim=True))
+        total = c1 + c2
+        # Where both sources have no activity at all (possible after ReLU) the weights are undefined: use 1/2.
+        w1 = torch.where(total > 0, c1 / torch.where(total > 0, total, torch.ones_like(total)), 0.5)
+        return w1 * e1 + (1 - w1) * e2
+    raise ValueError(f"densefuse: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _block_mean(c: torch.Tensor, r: int = 1) -> torch.Tensor:
+    """Mean over the (2r+1)^2 block around each pixel; at the border, over the pixels inside the image."""
+    return F.avg_pool2d(c, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+
+
+def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a DenseFuse state dict (ours or the release's ``.model``) safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"densefuse: no weights file at {path}")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"densefuse: {path} does not hold a state dict")
+    # Tolerate checkpoints saved from a DataParallel wrapper.
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+# ---------------------------------------------------------------------------------------------- method
+@METHODS.register("densefuse")
+class DenseFuse(LearnedMethod):
+    """Options: ``strategy`` ("addition" | "sum" | "l1"), ``weights`` ("trained" | "official"),
+    ``weights_path`` (the official ``densefuse_gray.model``, for ``weights="official"``)."""
+
+    name: ClassVar[str] = "densefuse"
+    tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif")
+    description: ClassVar[str] = (
+        "DenseFuse (Li & Wu, IEEE TIP 2019): dense-block auto-encoder, features fused by addition or l1-norm."
+    )
+    #: the paper's recipe: MS-COCO images resized to 256x256 (gray), batch 2, 4 epochs over 80,000 images,
+    #: Adam lr 1e-4, loss MSE + lambda (1 - SSIM) with lambda = 100 (the PyTorch release's default, index 2 of
+    #: its [1, 10, 100, 1000, 10000] list). Here a batch of ``batch_size`` source *pairs* gives
+    #: 2 x batch_size training images, so batch_size 1 matches the paper's batch of 2 images.
+    train_defaults: ClassVar[Mapping[str, Any]] = {
+        "steps": 160_000,
+        "batch_size": 1,
+        "patch_size": 256,
+        "lr": 1e-4,
+        "ssim_weight": 100.0,
+        "ssim": "ssim",
+    }
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.strategy = str(self.options.get("strategy", "addition"))
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"densefuse: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        self.weights = str(self.options.get("weights", "trained"))
+        if self.weights not in WEIGHT_SOURCES:
+            raise ValueError(
+                f"densefuse: weights must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights!r}"
+            )
+        if self.weights == "official" and not self.options.get("weights_path"):
+            raise ValueError(
+                "densefuse: weights='official' needs the option weights_path (densefuse_gray.model)"
+            )
+        self.device = torch.device("cpu")
+        self.net: DenseFuseNet | None = None
+
+    # -- weights
+    def trainer(self, device: str, **train_options: Any) -> DenseFuseTrainer:
+        return DenseFuseTrainer(device, **train_options)
+
+    def load(self, checkpoint: Path, device: str = "cpu") -> None:
+        """Load ``model.pt`` written by :class:`DenseFuseTrainer` (a plain state dict, release key names)."""
+        self._set_net(load_state(checkpoint, device), device, source=checkpoint)
+
+    def load_official(self, weights: Path, device: str = "cpu") -> None:
+        """Load the release's ``densefuse_gray.model`` (the 3-channel ``densefuse_rgb.model`` is refused)."""
+        self._set_net(load_state(weights, device), device, source=weights)
+
+    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
+        """Load what the ``weights`` option asks for: ``checkpoint`` (trained) or ``weights_path``."""
+        if self.weights == "official":
+            self.load_official(Path(self.options["weights_path"]), device)
+        elif checkpoint is None:
+            raise ValueError(
+                "densefuse: weights='trained' needs the checkpoint written by training (model.pt)"
+            )
+        else:
+            self.load(checkpoint, device)
+
+    def _set_net(self, state: dict[str, torch.Tensor], device: str, source: Path) -> None:
+        first = state.get("conv1.conv2d.weight")
+        if first is None or first.ndim != 4:
+            raise ValueError(f"densefuse: {source} is not a DenseFuse state dict (no conv1.conv2d.weight)")
+        if first.shape[1] != 1:
+            raise ValueError(
+                f"densefuse: {source} is a {first.shape[1]}-channel model; fusebench fuses gray images "
+                "(use densefuse_gray.model)"
+            )
+        net = DenseFuseNet(channels=1)
+        net.load_state_dict(state, strict=True)
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+
+    # -- fusion
+    def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raw = self.fuse_raw(
+            np.asarray(a, dtype=np.float32) * np.float32(SCALE),
+            np.asarray(b, dtype=np.float32) * np.float32(SCALE),
+        )
+        return np.clip(raw / np.float32(SCALE), 0.0, 1.0).astype(np.float32)
+
+    def fuse_raw(self, a255: np.ndarray, b255: np.ndarray) -> np.ndarray:
+        """The network on the 0..255 scale: HxW float32 in, raw decoder output out (>= 0, not clamped)."""
+        if self.net is None:
+            if self.weights == "official":
+                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
+            else:
+                raise RuntimeError(
+                    "densefuse: no weights loaded; call load(model.pt) or load_weights() first"
+                )
+        assert self.net is not None
+        if a255.shape != b255.shape or a255.ndim != 2:
+            raise ValueError(
+                f"densefuse: expected two HxW images of the same size, got {a255.shape} and {b255.shape}"
+            )
+        if min(a255.shape) < 2:
+            raise ValueError(f"densefuse: images must be at least 2x2 (reflection padding), got {a255.shape}")
+        with torch.inference_mode():
+            # Each source goes through the encoder on its own, as in the release (batch of one).
+            e1 = self.net.encode(self._tensor(a255))
+            e2 = self.net.encode(self._tensor(b255))
+            out = self.net.decode(fuse_features(e1, e2, self.strategy))
+        return out[0, 0].float().cpu().numpy()
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
+
+
+# --------------------------------------------------------------------------------------------- trainer
+class DenseFuseTrainer(Trainer):
+    """Auto-encoder training: every source of a Bx2xHxW pair batch is one 1-channel training image.
+
+    Loss (paper, Eq. 1-3): ``MSE + ssim_weight * (1 - SSIM)`` between input and reconstruction, both on the
+    0..255 scale (as the release trains; SSIM constants use ``L = 255``). ``ssim="ms_ssim"`` uses the
+    release's actual choice instead, ``pytorch_msssim.msssim(normalize=True)``.
+
+    Initial weights (torch's default init) come from ``seed`` when it is given, under a forked RNG, so two
+    trainers built with the same seed start from the same weights whatever the global RNG state; with
+    ``seed=None`` they come from the global torch RNG (seed it, e.g. with
+    :func:`fusebench.training.seed_everything`, *before* building the trainer).
+    """
+
+    #: TrainSettings / data options that may arrive in ``train_options`` and are not the trainer's business
+    LOOP_KEYS: ClassVar[frozenset[str]] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
+
+    def __init__(
+        self,
+        device: str,
+        lr: float = 1e-4,
+        ssim_weight: float = 100.0,
+        ssim: str = "ssim",
+        seed: int | None = None,
+        **other: Any,
+    ) -> None:
+        super().__init__(device)
+        unknown = set(other) - self.LOOP_KEYS
+        if unknown:
+            raise TypeError(f"densefuse trainer: unknown option(s) {', '.join(sorted(unknown))}")
+        if ssim not in SSIM_KINDS:
+            raise ValueError(f"densefuse trainer: ssim must be one of {', '.join(SSIM_KINDS)}, got {ssim!r}")
+        self.ssim_weight = float(ssim_weight)
+        self.ssim_kind = ssim
+        if seed is None:
+            net = DenseFuseNet(channels=1)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                net = DenseFuseNet(channels=1)
+        self.net = net.to(self.device).train()
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(lr))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for N x 1 x H x W images on the 0..255 scale."""
+        out = self.net(images)
+        mse = F.mse_loss(out, images)
+        if self.ssim_kind == "ssim":
+            similarity = ssim(out, images, data_range=SCALE)
+        else:
+            similarity = ms_ssim(out, images, data_range=SCALE, normalize=True)
+        return {"loss": mse + self.ssim_weight * (1 - similarity), "mse": mse, "ssim": similarity}
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        if batch.ndim != 4 or batch.shape[1] != 2:
+            raise ValueError(f"densefuse trainer: expected a Bx2xHxW batch, got {tuple(batch.shape)}")
+        images = batch.reshape(-1, 1, *batch.shape[-2:]).to(self.device, torch.float32) * SCALE
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self.losses(images)
+        terms["loss"].backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def export(self) -> dict[str, Any]:
+        return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}

@@ -1,0 +1,221 @@
+"""The shared training loop (fusebench.training), exercised with DenseFuse on real patches.
+
+What every learned method relies on: one log row per step, checkpoints, and a resume after a crash or a kill
+that continues from the last checkpoint and ends with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fusebench.imageio import read_uint8
+from fusebench.methods import create
+from fusebench.methods.densefuse import DenseFuse
+from fusebench.training import CHECKPOINT, FINAL, LOSS_LOG, Trainer, TrainSettings, batch_indices, train
+
+SEED = 3
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def patches(mirror: Path) -> np.ndarray:
+    """8 real 32x32 uint8 pairs (TNO 05 ir/vi and Harvard MRI-CT 16009), N x 2 x 32 x 32."""
+    out = []
+    for folder, m1, m2, pair in (
+        ("TNO/test", "ir", "vi", "05"),
+        ("Harvard-MRI-CT/test", "mri", "ct", "16009"),
+    ):
+        a = read_uint8(mirror / folder / m1 / f"{pair}.png")
+        b = read_uint8(mirror / folder / m2 / f"{pair}.png")
+        for y, x in ((40, 40), (40, 120), (120, 40), (120, 120)):
+            out.append(np.stack([a[y : y + SIZE, x : x + SIZE], b[y : y + SIZE, x : x + SIZE]]))
+    return np.ascontiguousarray(np.stack(out))
+
+
+class Killed(Exception):
+    """Stands in for a crash in the middle of training."""
+
+
+class Spy(Trainer):
+    """Wraps a trainer: records the steps it runs and can crash at a given step."""
+
+    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
+        super().__init__(str(inner.device))
+        self.inner, self.crash_at, self.steps = inner, crash_at, []
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
+        if step == self.crash_at:
+            raise Killed(f"crash at step {step}")
+        self.steps.append(step)
+        return self.inner.train_step(batch, step)
+
+    def export(self) -> dict[str, Any]:
+        return self.inner.export()
+
+
+def densefuse_trainer(crash_at: int | None = None) -> Spy:
+    return Spy(create("densefuse").trainer("cpu", seed=SEED), crash_at)  # type: ignore[attr-defined]
+
+
+def log_rows(run: Path) -> list[list[str]]:
+    with (run / LOSS_LOG).open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def checkpoint_step(run: Path) -> int:
+    return int(torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)["step"])
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa = torch.load(a, map_location="cpu", weights_only=True)
+    wb = torch.load(b, map_location="cpu", weights_only=True)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), f"{key} differs"
+
+
+@pytest.fixture(scope="module")
+def reference_run(patches: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 10-step run, the target of the resume tests."""
+    run = tmp_path_factory.mktemp("uninterrupted")
+    train(densefuse_trainer(), patches, TrainSettings(10, 2, SEED, checkpoint_every=3), run, progress=False)
+    return run
+
+
+def test_log_has_one_row_per_step_and_model_loads(reference_run: Path, patches: np.ndarray) -> None:
+    rows = log_rows(reference_run)
+    assert rows[0] == ["step", "loss", "mse", "ssim"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 11))
+    assert all(np.isfinite([float(v) for v in r[1:]]).all() for r in rows[1:])
+    assert checkpoint_step(reference_run) == 10  # the last step is always checkpointed
+    method = DenseFuse()
+    method.load(reference_run / FINAL)
+    fused = method.fuse(patches[0, 0] / np.float32(255), patches[0, 1] / np.float32(255))
+    assert fused.shape == (SIZE, SIZE) and fused.dtype == np.float32
+
+
+def test_batches_depend_only_on_seed_and_step() -> None:
+    assert np.array_equal(batch_indices(50, 4, 1, 7), batch_indices(50, 4, 1, 7))
+    assert not np.array_equal(batch_indices(50, 4, 1, 7), batch_indices(50, 4, 1, 8))
+    assert len(batch_indices(3, 8, 0, 0)) == 3
+
+
+def test_same_seed_same_weights(reference_run: Path, patches: np.ndarray, tmp_path: Path) -> None:
+    torch.manual_seed(12345)  # the global RNG state must not matter: the trainer seeds its own init
+    train(
+        densefuse_trainer(), patches, TrainSettings(10, 2, SEED, checkpoint_every=3), tmp_path, progress=False
+    )
+    assert_same_weights(tmp_path / FINAL, reference_run / FINAL)
+    assert log_rows(tmp_path) == log_rows(reference_run)
+
+
+def test_resume_after_crash(reference_run: Path, patches: np.ndarray, tmp_path: Path) -> None:
+    settings = TrainSettings(10, 2, SEED, checkpoint_every=3)
+    with pytest.raises(Killed):
+        train(densefuse_trainer(crash_at=7), patches, settings, tmp_path, progress=False)
+    assert checkpoint_step(tmp_path) == 6
+    assert not (tmp_path / FINAL).exists()
+    # rows 7 (after the checkpoint) made it to the log, plus a torn line as a kill mid-write leaves it
+    assert [int(r[0]) for r in log_rows(tmp_path)[1:]] == list(range(1, 8))
+    with (tmp_path / LOSS_LOG).open("a") as f:
+        f.write("1")
+
+    spy = densefuse_trainer()
+    train(spy, patches, settings, tmp_path, progress=False)
+    assert spy.steps == [6, 7, 8, 9]  # continued from the checkpoint, not from 0
+    rows = log_rows(tmp_path)
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 11))  # no duplicates, no torn line
+    assert rows == log_rows(reference_run)  # even the logged losses are identical
+    assert_same_weights(tmp_path / FINAL, reference_run / FINAL)
+
+    # a finished run is not trained again; asking for fewer steps than done is an error
+    again = densefuse_trainer()
+    train(again, patches, settings, tmp_path, progress=False)
+    assert again.steps == []
+    with pytest.raises(ValueError, match="beyond"):
+        train(
+            densefuse_trainer(),
+            patches,
+            TrainSettings(8, 2, SEED, checkpoint_every=3),
+            tmp_path,
+            progress=False,
+        )
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import numpy as np
+    import torch
+    from fusebench.methods import create
+    from fusebench.training import TrainSettings, train
+
+    threads, seed, patches, run = int(sys.argv[1]), int(sys.argv[2]), np.load(sys.argv[3]), Path(sys.argv[4])
+    torch.set_num_threads(threads)
+    trainer = create("densefuse").trainer("cpu", seed=seed)
+    step_once = trainer.train_step
+
+    def slow_step(batch, step):
+        if step >= 3:  # after the first checkpoint: slow enough for the parent to kill us mid-run
+            time.sleep(2.0)
+        return step_once(batch, step)
+
+    trainer.train_step = slow_step
+    train(trainer, patches, TrainSettings(10, 2, seed, checkpoint_every=3), run, progress=False)
+    """
+)
+
+
+def test_resume_after_sigkill(reference_run: Path, patches: np.ndarray, tmp_path: Path) -> None:
+    """A real kill (SIGKILL, no cleanup at all) of a training process, then a restart."""
+    np.save(tmp_path / "patches.npy", patches)
+    run = tmp_path / "run"
+    args = [str(torch.get_num_threads()), str(SEED), str(tmp_path / "patches.npy"), str(run)]
+    child = subprocess.Popen([sys.executable, "-c", CHILD, *args], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / CHECKPOINT).exists():
+            if child.poll() is not None:
+                pytest.fail(f"training process exited early: {child.stderr.read().decode()}")  # type: ignore[union-attr]
+            if time.monotonic() > deadline:
+                pytest.fail("no checkpoint after 120 s")
+            time.sleep(0.05)
+        child.kill()
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode != 0  # killed, not finished
+    done = checkpoint_step(run)
+    assert 0 < done < 10 and not (run / FINAL).exists()
+
+    spy = densefuse_trainer()
+    train(spy, patches, TrainSettings(10, 2, SEED, checkpoint_every=3), run, progress=False)
+    assert spy.steps[0] == done  # resumed from the checkpoint, not from 0
+    rows = log_rows(run)
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 11))
+    assert rows == log_rows(reference_run)
+    assert_same_weights(run / FINAL, reference_run / FINAL)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TrainSettings(10, 2, checkpoint_every=0)
+    with pytest.raises(ValueError, match="steps"):
+        TrainSettings(0, 2)
