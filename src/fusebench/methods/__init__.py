@@ -13,6 +13,6 @@ def create(name: str, **options: Any) -> FusionMethod:
 
 
 # Importing the modules registers their methods.
-from . import cddfuse, classical, densefuse  # noqa: E402,F401
+from . import cddfuse, classical, crossfuse, densefuse, refusion  # noqa: E402,F401
 
 __all__ = ["METHODS", "FusionMethod", "LearnedMethod", "create"]

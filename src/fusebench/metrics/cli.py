@@ -1,0 +1,50 @@
+"""``fusebench metrics``: score a folder of fused images against two source folders into one CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..atomic import atomic_path
+from ..imageio import ImageReadError
+from ..registry import UnknownNameError
+from .api import PairingError, score_folders
+
+
+def metrics_command(
+    sources: Annotated[
+        tuple[Path, Path],
+        typer.Option("--sources", help="The two source folders (e.g. .../ir .../vi), images paired by stem."),
+    ],
+    fused: Annotated[Path, typer.Option("--fused", help="Folder of fused images named <stem>.png etc.")],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV: one row per image, one column per metric.")],
+    convention: Annotated[str, typer.Option("--convention", help="Metric convention, e.g. vifb.")] = "vifb",
+    metrics: Annotated[
+        str | None, typer.Option("--metrics", help="Comma-separated metric names (default: all).")
+    ] = None,
+) -> None:
+    """Score fused images against their sources; one CSV row per image."""
+    if len(sources) != 2:
+        raise typer.BadParameter(
+            f"give exactly two source folders, got {len(sources)}", param_hint="--sources"
+        )
+    names = None
+    if metrics is not None:
+        names = [name.strip() for name in metrics.split(",") if name.strip()]
+        if not names:
+            raise typer.BadParameter("no metric names given", param_hint="--metrics")
+    try:
+        table = score_folders(
+            sources[0], sources[1], fused, convention=convention, metrics=names, progress=True
+        )
+    except UnknownNameError as exc:
+        hint = "--convention" if "convention" in str(exc) else "--metrics"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    except (PairingError, ImageReadError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, float_format="%.10g")
+    typer.echo(f"{len(table)} images x {len(table.columns)} metrics ({convention}) -> {out}")
