@@ -3,7 +3,10 @@
 # Run: snakemake --cores all (config/config.yaml, the full benchmark)
 #      snakemake --cores all --configfile config/test.yaml (the small end-to-end run)
 
-configfile: "config/config.yaml"
+# The full benchmark by default; --configfile replaces it (instead of being merged into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -11,6 +11,7 @@ import typer
 from .datasets.cli import download_command, list_command
 from .metrics.cli import metrics_command
 from .report.cli import report_command
+from .weights import weights_command
 
 app = typer.Typer(
     help="fusebench: a reproducible benchmark for deep image fusion. Each command is one workflow step.",
@@ -25,6 +26,9 @@ app.command("download", help="Fetch a dataset split (mirror first, then pinned u
 )
 app.command("metrics", help="Score fused images against their sources; one CSV row per image.")(
     metrics_command
+)
+app.command("fetch-weights", help="Fetch the authors' pinned weights (mirror first), verified by blob id.")(
+    weights_command
 )
 app.command("report", help="Render the HTML report from the metrics tables and fused images.")(report_command)
 
@@ -120,11 +124,12 @@ def fuse_command(
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Fuse every pair of a test split with one method."""
+    from .datasets import DATASETS
     from .fuse import fuse_pairs
     from .methods import LearnedMethod, create
     from .training import pick_device
 
-    fusion = create(method, **_json(options, "--options"))
+    fusion = create(method, **{"task": DATASETS.get(dataset).task, **_json(options, "--options")})
     if isinstance(fusion, LearnedMethod):
         dev = pick_device(device)
         if (weights is None) == (official is None):

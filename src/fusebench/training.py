@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,8 @@ def train(
         )
     if start == 0:
         seed_everything(settings.seed)
+    else:
+        print(f"resuming {out_dir} from its checkpoint at step {start}", file=sys.stderr, flush=True)
     _truncate_log(out_dir / LOSS_LOG, start)
 
     log_file = (out_dir / LOSS_LOG).open("a", newline="")

@@ -1,11 +1,13 @@
 import json
 import os
+import re
 
 from snakemake.utils import min_version, validate
 
 from fusebench.datasets import DATASETS
 from fusebench.methods import METHODS
 from fusebench.metrics import CONVENTIONS, METRICS
+from fusebench.weights import registry as weights_registry
 
 min_version("8.20")
 
@@ -14,6 +16,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 # The mirror can come from the config or, for a whole site, from the environment.
 MIRROR = config.get("mirror") or os.environ.get("FUSEBENCH_MIRROR") or ""
+WEIGHTS_MIRROR = config.get("weights_mirror") or os.environ.get("FUSEBENCH_WEIGHTS_MIRROR") or ""
+# results/weights/<folder>/<file> -> registered weights name (fusebench.weights)
+WEIGHTS_BY_PATH = {entry.local_path: name for name, entry in weights_registry().items()}
 BENCH_DATASETS = config["datasets"]
 METHOD_KEYS = list(config["methods"])
 TRAINING = config["training"]
@@ -45,9 +50,21 @@ def train_set(dataset):
     return sets.get(task, sets["default"])
 
 
+def official_weights(key, task):
+    """Registered official weights of entry `key` for `task`, or None (a mapping gives one per task)."""
+    official = method_entry(key).get("official")
+    return official.get(task) if isinstance(official, dict) else official
+
+
+def runs_on(key, task):
+    entry = method_entry(key)
+    per_task = isinstance(entry.get("official"), dict)
+    return task in method_class(key).tasks and (not per_task or official_weights(key, task) is not None)
+
+
 def methods_for(dataset):
     task = DATASETS.get(dataset).task
-    return [key for key in METHOD_KEYS if task in method_class(key).tasks]
+    return [key for key in METHOD_KEYS if runs_on(key, task)]
 
 
 def modalities(dataset):
@@ -63,10 +80,41 @@ def options_json(key):
     return json.dumps(method_entry(key).get("options", {}), sort_keys=True)
 
 
+def train_settings(key):
+    return {**TRAINING.get("defaults", {}), **method_entry(key).get("train", {})}
+
+
+def all_metrics(wildcards):
+    return [f"results/metrics/{d}/{m}.csv" for d in BENCH_DATASETS for m in methods_for(d)]
+
+
+def weights_input(wc):
+    task = DATASETS.get(wc.dataset).task
+    official = official_weights(wc.method, task)
+    if official:
+        return f"results/weights/{weights_registry()[official].local_path}"
+    if is_trained(wc.method):
+        return f"results/models/{training_key(wc.method)}/{train_set(wc.dataset)}/model.pt"
+    return []
+
+
+def weights_arg(wc, input):
+    if not input.weights:
+        return ""
+    official = official_weights(wc.method, DATASETS.get(wc.dataset).task)
+    return f"--official {input.weights}" if official else f"--weights {input.weights}"
+
+
 for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):
     DATASETS.get(_dataset)  # unknown names fail here with the list of known datasets
 for _key in METHOD_KEYS:
     method_class(_key)
+    _official = method_entry(_key).get("official", {})
+    for _name in _official.values() if isinstance(_official, dict) else [_official]:
+        if _name not in weights_registry():
+            raise ValueError(
+                f"methods.{_key}.official: unknown weights {_name!r}; `fusebench fetch-weights list` lists them"
+            )
 CONVENTIONS.get(config["metrics"]["convention"])
 for _metric in config["metrics"]["names"]:
     METRICS.get(_metric)
@@ -76,3 +124,4 @@ wildcard_constraints:
     dataset="|".join(DATASETS.names()),
     split="train|test",
     method="|".join(METHOD_KEYS),
+    weights_path="|".join(re.escape(path) for path in WEIGHTS_BY_PATH),

@@ -1,20 +1,24 @@
-def weights_inputs(wc):
-    if is_trained(wc.method):
-        return [f"results/models/{training_key(wc.method)}/{train_set(wc.dataset)}/model.pt"]
-    return []
-
-
-def weights_arg(wc, input):
-    entry = method_entry(wc.method)
-    if "official" in entry:
-        return f"--official {os.path.join(config['official_weights'], entry['official'])}"
-    return f"--weights {input.weights}" if input.weights else ""
+rule fetch_weights:
+    output:
+        "results/weights/{weights_path}",
+    params:
+        name=lambda wc: WEIGHTS_BY_PATH[wc.weights_path],
+        mirror=f"--mirror {WEIGHTS_MIRROR}" if WEIGHTS_MIRROR else "",
+    log:
+        "results/logs/weights/{weights_path}.log",
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench fetch-weights {params.name} --out results/weights {params.mirror} 2> {log}"
 
 
 rule fuse:
     input:
         sources="results/data/{dataset}/test",
-        weights=weights_inputs,
+        weights=weights_input,
     output:
         directory("results/fused/{dataset}/{method}"),
     params:

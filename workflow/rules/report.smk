@@ -1,7 +1,3 @@
-def all_metrics(wildcards):
-    return [f"results/metrics/{d}/{m}.csv" for d in BENCH_DATASETS for m in methods_for(d)]
-
-
 rule report:
     input:
         all_metrics,

@@ -1,7 +1,3 @@
-def train_settings(key):
-    return {**TRAINING.get("defaults", {}), **method_entry(key).get("train", {})}
-
-
 rule train:
     input:
         lambda wc: f"results/patches/{wc.dataset}_{PATCH['size']}.npy",
@@ -20,10 +16,10 @@ rule train:
         device=TRAINING["device"],
     log:
         "results/logs/train/{method}_{dataset}.log",
-    threads: 4
+    threads: TRAINING["threads"]
     resources:
         gpu=TRAINING["gpu"],
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        mem_mb=lambda wc, attempt: TRAINING["mem_mb"] * attempt,
         runtime=lambda wc, attempt: TRAINING["runtime_minutes"] * attempt,
     conda:
         "../../envs/fusebench.yaml"

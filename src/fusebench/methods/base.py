@@ -30,7 +30,10 @@ class FusionMethod(ABC):
     #: one-line description and reference shown in the report
     description: ClassVar[str] = ""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, task: str | None = None, **options: Any) -> None:
+        #: task of the images being fused ("ivif", "mif", "mff", "mef"); the workflow passes the dataset's
+        #: task, so methods with per-task behaviour (weights, input order) need no extra config
+        self.task = task
         self.options = dict(options)
 
     @abstractmethod

@@ -436,7 +436,7 @@ class ReFusion(LearnedMethod):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        task = str(self.options.get("task", "ivif")).lower()
+        task = str(self.task or "ivif").lower()
         aliases = {v.lower(): k for k, v in OFFICIAL_TASKS.items()}
         self.task = aliases.get(task, task)
         _check_choice("task", self.task, tuple(OFFICIAL_TASKS))
