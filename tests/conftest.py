@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from slurm_cluster import slurm_cluster  # noqa: F401  (the shared SLURM cluster fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FUSEBENCH_SHARED", REPO.parent / "shared"))

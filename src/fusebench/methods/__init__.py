@@ -13,6 +13,15 @@ def create(name: str, **options: Any) -> FusionMethod:
 
 
 # Importing the modules registers their methods.
-from . import cddfuse, classical, crossfuse, densefuse, refusion  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    cddfuse,
+    classical,
+    crossfuse,
+    densefuse,
+    fusiongan,
+    refusion,
+    tardal,
+    ufgan,
+)
 
 __all__ = ["METHODS", "FusionMethod", "LearnedMethod", "create"]
