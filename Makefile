@@ -22,5 +22,5 @@ test-all: install
 	$(PYTHON) -m pytest -m "slow or not slow"
 
 lint: install
-	ruff check src tests scripts benchmarks
+	ruff check .
 	snakemake --lint --configfile config/test.yaml

@@ -13,9 +13,11 @@ from fusebench.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fusebench.fuse import fuse_images, fuse_pairs
 from fusebench.imageio import ImageReadError, list_images, read_uint8, write_png
 from fusebench.methods import METHODS, create
+from fusebench.methods.base import DecisionMapMethod
 from fusebench.methods.classical import laplacian_pyramid, reconstruct
 from fusebench.patches import PatchSettings, crop_pair, load_patches, make_patches
 from fusebench.registry import Registry, UnknownNameError
+from fusebench.training import Trainer
 
 
 def test_registry_lists_known_names_on_typo() -> None:
@@ -124,3 +126,28 @@ def test_write_png_rejects_nan(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="NaN"):
         write_png(tmp_path / "x.png", np.full((4, 4), np.nan, np.float32))
     assert not (tmp_path / "x.png").exists()
+
+
+class _LeftFromA(DecisionMapMethod):
+    """A decision map taking the left half from source a: enough to check the colour path."""
+
+    name = "left-from-a"
+
+    def decision_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        m = np.zeros(a.shape, np.float32)
+        m[:, : a.shape[1] // 2] = 1.0
+        return m
+
+    def trainer(self, device: str, **train_options: object) -> Trainer:
+        raise NotImplementedError
+
+    def load(self, checkpoint: Path, device: str = "cpu") -> None:
+        raise NotImplementedError
+
+
+def test_decision_map_methods_combine_colour_sources_with_their_map() -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.random((6, 8, 3)).astype(np.float32), rng.random((6, 8, 3)).astype(np.float32)
+    fused = fuse_images(_LeftFromA(), a, b)
+    np.testing.assert_allclose(fused[:, :4], a[:, :4])  # every channel from the chosen source
+    np.testing.assert_allclose(fused[:, 4:], b[:, 4:])

@@ -13,6 +13,7 @@ import torch
 from fusebench.color import luminance
 from fusebench.imageio import read_image
 from fusebench.methods import METHODS, create
+from fusebench.methods.base import DecisionMapMethod, combine
 from fusebench.methods.fusegan import (
     GENERATOR_PARAMETERS,
     FuseGAN,
@@ -22,7 +23,6 @@ from fusebench.methods.fusegan import (
     conv_crf,
 )
 from fusebench.methods.gan import parameter_count
-from fusebench.methods.mfifgan import DecisionMapMethod, combine
 from fusebench.training import FINAL, LOSS_LOG, Trainer, TrainSettings, train
 
 SIZE = 32

@@ -14,18 +14,17 @@ import torch
 from fusebench.color import luminance
 from fusebench.imageio import read_image
 from fusebench.methods import METHODS, create
+from fusebench.methods.base import DecisionMapMethod, combine
 from fusebench.methods.gan import parameter_count
 from fusebench.methods.mfifgan import (
     GENERATOR_PARAMETERS,
     MFIFGAN,
     ConditionalWGANGP,
-    DecisionMapMethod,
     MFIFGANDiscriminator,
     MFIFGANGenerator,
     MFIFGANTrainer,
     SyntheticFocus,
     center_crop,
-    combine,
     disk_kernel,
     gaussian_kernel,
     postprocess_map,

@@ -5,6 +5,8 @@
   source, and the colour source's Cb/Cr are put back; the output is colour.
 * colour + colour (multi-focus, multi-exposure): Y channels are fused by the method; chroma is fused by the
   usual saturation weighting C = sum(C_i |C_i - 0.5|) / sum(|C_i - 0.5|) (mean where both are neutral).
+* decision-map methods (multi-focus: F = A m + B (1 - m)) compute their map on Y and apply it to the RGB
+  sources directly, as their authors do, so every pixel comes from one source in all channels.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .imageio import read_image, write_png
-from .methods.base import FusionMethod
+from .methods.base import DecisionMapMethod, FusionMethod, combine
 
 RUNTIME_CSV = "runtime.csv"
 
@@ -41,6 +43,9 @@ def fuse_images(method: FusionMethod, a: np.ndarray, b: np.ndarray) -> np.ndarra
     ycc_b = rgb_to_ycbcr(b) if b.ndim == 3 else None
     y_a = a if ycc_a is None else ycc_a[..., 0]
     y_b = b if ycc_b is None else ycc_b[..., 0]
+    if isinstance(method, DecisionMapMethod) and (ycc_a is not None or ycc_b is not None):
+        rgb_a, rgb_b = (img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2) for img in (a, b))
+        return np.clip(combine(method.decision_map(y_a, y_b), rgb_a, rgb_b), 0.0, 1.0)
     fused_y = np.asarray(method.fuse(y_a, y_b), dtype=np.float32)
     if fused_y.shape != y_a.shape:
         raise RuntimeError(f"{method.name} returned shape {fused_y.shape} for inputs of shape {y_a.shape}")

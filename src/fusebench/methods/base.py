@@ -63,4 +63,29 @@ class LearnedMethod(FusionMethod):
         raise NotImplementedError(f"{self.name} has no official weights in fusebench")
 
 
+def combine(m: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a m + b (1 - m)`` for HxW maps and HxW or HxWxC images (the map broadcasts over channels)."""
+    m = np.asarray(m, dtype=np.float32)
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if a.ndim == 3:
+        m = m[..., None]
+    return (a * m + b * (1.0 - m)).astype(np.float32)
+
+
+class DecisionMapMethod(LearnedMethod):
+    """A multi-focus method whose output is ``F = a m + b (1 - m)`` for a decision map ``m``.
+
+    ``decision_map(a, b)`` returns ``m`` (HxW float32 in [0, 1], the weight of source ``a``) for two gray
+    images, so colour sources can be fused with the same map (``combine(m, rgb_a, rgb_b)``) instead of fusing
+    Y by the map and chroma by a separate rule.
+    """
+
+    def decision_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        return np.clip(combine(self.decision_map(a, b), a, b), 0.0, 1.0)
+
+
 METHODS: Registry[type[FusionMethod]] = Registry("method")

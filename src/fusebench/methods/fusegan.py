@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import METHODS
+from .base import METHODS, DecisionMapMethod
 from .gan import LSGAN, AdversarialTrainer, check_options, seeded
-from .mfifgan import SYNTHESIS_KEYS, DecisionMapMethod, SyntheticFocus
+from .mfifgan import SYNTHESIS_KEYS, SyntheticFocus
 
 __all__ = [
     "GENERATOR_PARAMETERS",

@@ -11,8 +11,8 @@ This module also holds what the multi-focus *decision-map* methods share (MFIF-G
 * :class:`SyntheticFocus`: multi-focus training triplets (A, B, focus map) synthesised on the fly from any
   sharp images, with complementary blur and (optionally) alpha-matte boundaries;
 * :func:`remove_small_regions` / :func:`postprocess_map`: the official threshold + small-object removal;
-* :func:`combine` and :class:`DecisionMapMethod`: ``F = A m + B (1 - m)``, with the map exposed through
-  ``decision_map(a, b)`` so that colour images can be combined with the same map.
+* MFIF-GAN is a :class:`~fusebench.methods.base.DecisionMapMethod`: ``F = A m + B (1 - m)``, with the map
+  exposed so that colour images are combined with the same map.
 
 Generator (:class:`MFIFGANGenerator`, 13,700,928 parameters; module names mirror the official ones, so the
 official ``*-G.ckpt`` state dict loads as it is): one shared encoder ``line1`` (7x7 conv 1 -> 64, two stride-2
@@ -41,14 +41,13 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from .base import METHODS, LearnedMethod
+from .base import METHODS, DecisionMapMethod
 from .gan import AdversarialTrainer, Objective, check_options, seeded
 
 __all__ = [
     "GENERATOR_PARAMETERS",
     "SYNTHESIS_KEYS",
     "ConditionalWGANGP",
-    "DecisionMapMethod",
     "MFIFGAN",
     "MFIFGANDiscriminator",
     "MFIFGANGenerator",
@@ -56,7 +55,6 @@ __all__ = [
     "SyntheticFocus",
     "blur",
     "center_crop",
-    "combine",
     "disk_kernel",
     "gaussian_kernel",
     "postprocess_map",
@@ -238,15 +236,6 @@ class SyntheticFocus:
 
 
 # ============================================================================== decision-map helpers
-def combine(m: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a m + b (1 - m)`` for HxW maps and HxW or HxWxC images (the map broadcasts over channels)."""
-    m = np.asarray(m, dtype=np.float32)
-    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-    if a.ndim == 3:
-        m = m[..., None]
-    return (a * m + b * (1.0 - m)).astype(np.float32)
-
-
 def remove_small_regions(mask: np.ndarray, min_size: float) -> np.ndarray:
     """Drop 4-connected ``True`` regions with fewer than ``min_size`` pixels (skimage's
     ``remove_small_objects(mask, min_size)`` with connectivity 1, as the official post-processing
@@ -276,22 +265,6 @@ def center_crop(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     top = int(round((t.shape[-2] - height) / 2.0))
     left = int(round((t.shape[-1] - width) / 2.0))
     return t[..., top : top + height, left : left + width]
-
-
-class DecisionMapMethod(LearnedMethod):
-    """A multi-focus method whose output is ``F = a m + b (1 - m)`` for a decision map ``m``.
-
-    ``decision_map(a, b)`` returns ``m`` (HxW float32 in [0, 1], the weight of source ``a``) for two gray
-    images, so colour sources can be fused with the same map (``combine(m, rgb_a, rgb_b)``) instead of fusing
-    Y by the map and chroma by a separate rule.
-    """
-
-    def decision_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-        return np.clip(combine(self.decision_map(a, b), a, b), 0.0, 1.0)
 
 
 # ============================================================================================ networks
