@@ -13,7 +13,7 @@ from fusebench.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fusebench.fuse import fuse_images, fuse_pairs
 from fusebench.imageio import ImageReadError, list_images, read_uint8, write_png
 from fusebench.methods import METHODS, create
-from fusebench.methods.base import DecisionMapMethod
+from fusebench.methods.base import DecisionMapMethod, LearnedMethod
 from fusebench.methods.classical import laplacian_pyramid, reconstruct
 from fusebench.patches import PatchSettings, crop_pair, load_patches, make_patches
 from fusebench.registry import Registry, UnknownNameError
@@ -31,6 +31,16 @@ def test_registry_lists_known_names_on_typo() -> None:
 
 def test_methods_are_registered() -> None:
     assert {"average", "laplacian"} <= set(METHODS.names())
+
+
+def test_learned_methods_fuse_only_after_loading_weights() -> None:
+    """Weights come from load(model.pt) or load_official(path) only: fuse() before either is one clear error."""
+    zeros = np.zeros((16, 16), np.float32)
+    learned = [name for name in METHODS.names() if issubclass(METHODS.get(name), LearnedMethod)]
+    assert len(learned) >= 10
+    for name in learned:
+        with pytest.raises(RuntimeError, match=rf"^{name}: no weights loaded; call load\(model\.pt\) or load_official"):
+            create(name).fuse(zeros, zeros)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:

@@ -36,9 +36,9 @@ def gray_rows(shared: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def official(shared: Path) -> DenseFuse:
-    method = create("densefuse", weights="official", weights_path=str(shared / GRAY_WEIGHTS))
+    method = create("densefuse")
     assert isinstance(method, DenseFuse)
-    method.load_weights(device="cpu")
+    method.load_official(shared / GRAY_WEIGHTS, "cpu")
     return method
 
 
@@ -107,9 +107,7 @@ def test_l1_strategy_weights_follow_activity() -> None:
     # w1 = C1 / (C1 + C2) with C1 >> C2: the fused features lean towards e1 ...
     assert (fused - e1).abs().mean() < (fused - e2).abs().mean()
     # ... and are a convex combination of the two
-    assert torch.all(fused <= torch.maximum(e1, e2) + 1e-6) and torch.all(
-        fused >= torch.minimum(e1, e2) - 1e-6
-    )
+    assert torch.all(fused <= torch.maximum(e1, e2) + 1e-6) and torch.all(fused >= torch.minimum(e1, e2) - 1e-6)
     # no activity anywhere: weights fall back to 1/2 instead of 0/0
     zero = torch.zeros(1, 64, 4, 4)
     assert torch.equal(fuse_features(zero, zero, "l1"), zero)
@@ -120,8 +118,6 @@ def test_l1_strategy_weights_follow_activity() -> None:
 def test_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="strategy"):
         DenseFuse(strategy="max")
-    with pytest.raises(ValueError, match="weights_path"):
-        DenseFuse(weights="official")
     with pytest.raises(RuntimeError, match="no weights"):
         DenseFuse().fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
     with pytest.raises(TypeError, match="unknown option"):
@@ -188,7 +184,7 @@ def test_cuda_matches_cpu(official: DenseFuse, shared: Path) -> None:
     row = next(r for r in gray_rows(shared) if r["pair"] == "FLIR_00006")
     a = read_official_gray(shared / "datasets" / row["source_a"]) / np.float32(255)
     b = read_official_gray(shared / "datasets" / row["source_b"]) / np.float32(255)
-    gpu = DenseFuse(weights="official", weights_path=str(shared / GRAY_WEIGHTS))
-    gpu.load_weights(device="cuda")
+    gpu = DenseFuse()
+    gpu.load_official(shared / GRAY_WEIGHTS, "cuda")
     assert next(gpu.net.parameters()).is_cuda  # type: ignore[union-attr]
     assert np.abs(gpu.fuse(a, b) - official.fuse(a, b)).max() <= 1.5 / 255

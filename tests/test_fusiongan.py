@@ -154,8 +154,6 @@ def test_fuse_pads_keeps_size_and_statistics() -> None:
 
 
 def test_options_are_validated(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="weights_path"):
-        FusionGAN(weights="official")
     with pytest.raises(ValueError, match="normalize"):
         FusionGAN(normalize="stretch")
     with pytest.raises(ValueError, match="bn_mode"):

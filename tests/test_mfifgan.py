@@ -71,8 +71,6 @@ def test_registration_and_defaults() -> None:
     d = cls.train_defaults
     assert (d["steps"], d["n_critic"], d["lambda_rec"], d["lambda_gp"]) == (120_000, 5, 10.0, 10.0)
     assert (d["g_lr"], d["d_lr"], d["beta1"], d["beta2"]) == (1e-4, 1e-4, 0.5, 0.999)
-    with pytest.raises(ValueError, match="weights_path"):
-        MFIFGAN(weights="official")
 
 
 def test_generator_parameters_and_official_layout() -> None:
@@ -112,7 +110,8 @@ def test_load_official_layout_state_dict(tmp_path: Path) -> None:
                 m.running_var.uniform_(0.5, 1.5)
     state = {k: v for k, v in g.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "110000-G.ckpt")
-    method = create("mfifgan", weights="official", weights_path=str(tmp_path / "110000-G.ckpt"), postprocess=False)
+    method = create("mfifgan", postprocess=False)
+    method.load_official(tmp_path / "110000-G.ckpt")  # type: ignore[attr-defined]
     rng = np.random.default_rng(0)
     a, b = rng.random((2, 28, 36), dtype=np.float32)
     m = method.decision_map(a, b)  # type: ignore[attr-defined]

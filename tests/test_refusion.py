@@ -204,10 +204,7 @@ def test_official_state_dicts_map_to_ours(shared: Path) -> None:
 
 @pytest.mark.parametrize(
     ("dataset", "pair"),
-    [
-        pytest.param(d, p, marks=() if p in FAST_PAIRS else pytest.mark.slow, id=f"{d}/{p}")
-        for d, p in ALL_PAIRS
-    ],
+    [pytest.param(d, p, marks=() if p in FAST_PAIRS else pytest.mark.slow, id=f"{d}/{p}") for d, p in ALL_PAIRS],
 )
 def test_parity_with_official_outputs(shared: Path, dataset: str, pair: str) -> None:
     rows = reference_rows(shared)[(dataset, pair)]
@@ -275,8 +272,6 @@ def test_fuse_api_matches_official_luminance(shared: Path) -> None:
 def test_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="task"):
         ReFusion(task="segmentation")
-    with pytest.raises(ValueError, match="weights_path"):
-        ReFusion(weights="official")
     with pytest.raises(ValueError, match="normalize"):
         ReFusion(normalize="clip")
     assert ReFusion(task="mif").input_order == "ba" and ReFusion(task="MFIF").task == "mff"
@@ -294,9 +289,7 @@ def msrs_patches(mirror: Path, size: int) -> np.ndarray:
     out = []
     for path in sorted((mirror / "MSRS" / "train" / "ir").glob("*.png")):
         a = read_uint8(path)
-        b = np.rint(luminance(read_image(mirror / "MSRS" / "train" / "vi" / path.name)) * 255).astype(
-            np.uint8
-        )
+        b = np.rint(luminance(read_image(mirror / "MSRS" / "train" / "vi" / path.name)) * 255).astype(np.uint8)
         assert a.ndim == b.ndim == 2 and a.shape == b.shape
         for y, x in ((200, 240), (280, 400)):
             out.append(np.stack([a[y : y + size, x : x + size], b[y : y + size, x : x + size]]))
@@ -375,10 +368,7 @@ def test_training_lowers_the_losses_on_real_patches(mirror: Path) -> None:
     probe = as_batch(patches[[0, 3, 5, 6]])
     before = trainer.evaluate(probe)
     rng = np.random.default_rng(0)
-    logged = [
-        trainer.train_step(as_batch(patches[rng.choice(len(patches), 2, replace=False)]), s)
-        for s in range(20)
-    ]
+    logged = [trainer.train_step(as_batch(patches[rng.choice(len(patches), 2, replace=False)]), s) for s in range(20)]
     after = trainer.evaluate(probe)
     assert [e["meta"] for e in logged].count(1.0) == 2 and logged[10]["meta"] == 1.0
     assert all(np.isfinite(list(e.values())).all() for e in logged)

@@ -82,8 +82,8 @@ def test_fuse_keeps_the_size_and_options(tmp_path: Path) -> None:
     assert np.array_equal(out, m.fuse(a, a[::-1].copy()))  # eval mode: no dropout, deterministic
     with pytest.raises(ValueError, match="at least 118"):
         m.fuse(a[:117], a[:117])
-    with pytest.raises(ValueError, match="official weights"):
-        UFGAN(weights="official")
+    with pytest.raises(NotImplementedError, match="official weights"):
+        m.load_official(path)
     with pytest.raises(ValueError, match="bn_mode"):
         UFGAN(bn_mode="frozen")
     with pytest.raises(TypeError, match="unknown option"):

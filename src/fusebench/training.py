@@ -18,9 +18,10 @@ import os
 import random
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +32,10 @@ from .atomic import atomic_path
 CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
 LOSS_LOG = "loss.csv"
+#: TrainSettings / data options that arrive in ``train_options`` and are not a trainer's business
+LOOP_KEYS: frozenset[str] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
+
+T = TypeVar("T")
 
 
 class Trainer(ABC):
@@ -53,6 +58,23 @@ class Trainer(ABC):
     @abstractmethod
     def export(self) -> dict[str, Any]:
         """The weights used for fusion, as saved in ``model.pt``."""
+
+
+def check_options(method: str, options: Mapping[str, Any], allowed: frozenset[str] = LOOP_KEYS) -> None:
+    """Raise ``TypeError`` for trainer options that are neither the trainer's nor the loop's."""
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise TypeError(f"{method} trainer: unknown option(s) {', '.join(sorted(unknown))}")
+
+
+def seeded(seed: int | None, build: Callable[[], T]) -> T:
+    """``build()`` under a forked torch RNG seeded with ``seed`` (or on the global RNG when ``seed=None``): two
+    trainers built with one seed start from the same weights whatever the global RNG state."""
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
 
 
 @dataclass(frozen=True)
@@ -115,9 +137,7 @@ def train(
     log_file = (out_dir / LOSS_LOG).open("a", newline="")
     writer: csv.writer | None = None  # type: ignore[valid-type]
     header_written = (out_dir / LOSS_LOG).stat().st_size > 0
-    bar = tqdm(
-        total=settings.steps, initial=start, desc=f"train {out_dir.name}", disable=not progress, unit="step"
-    )
+    bar = tqdm(total=settings.steps, initial=start, desc=f"train {out_dir.name}", disable=not progress, unit="step")
     try:
         for step in range(start, settings.steps):
             idx = batch_indices(len(patches), settings.batch_size, settings.seed, step)

@@ -10,12 +10,40 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..registry import Registry
 from ..training import Trainer
+
+N = TypeVar("N", bound=nn.Module)
+
+
+def choice(method: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``str(value)`` if it is one of ``allowed``, else a ``ValueError`` naming ``method`` and option ``name``."""
+    value = str(value)
+    if value not in allowed:
+        raise ValueError(f"{method}: {name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def load_state(path: Path, device: str | torch.device, method: str) -> dict[str, Any]:
+    """Read a state dict file safely (``weights_only=True``); a DataParallel ``module.`` prefix is dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{method}: no weights file at {path}")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{method}: {path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def to_image(t: torch.Tensor) -> np.ndarray:
+    """The first image of a N x C x H x W network output: HxW float32 on the CPU."""
+    return t[0, 0].float().cpu().numpy()
 
 
 class FusionMethod(ABC):
@@ -42,9 +70,29 @@ class FusionMethod(ABC):
 
 
 class LearnedMethod(FusionMethod):
+    """A method with weights. Weights are loaded in exactly one of two ways, after construction:
+    :meth:`load` (``model.pt`` written by fusebench training) or :meth:`load_official` (the authors' file);
+    ``fuse`` before either raises a ``RuntimeError``.
+
+    Methods that run one network keep it in ``net`` (None until loaded) and give its class as ``network``
+    (with ``network_kind`` naming it in load errors); :meth:`_set_net` then loads a state dict into a fresh
+    instance. Methods with several networks or another layout keep their own and use :meth:`_require`.
+    """
+
     learned: ClassVar[bool] = True
     #: training defaults from the paper; the config may override any of them
     train_defaults: ClassVar[Mapping[str, Any]] = {}
+    #: the class of the network ``fuse`` runs (built with no arguments by :meth:`_set_net`)
+    network: ClassVar[type[nn.Module] | None] = None
+    #: what load errors call a state dict of ``network``, e.g. "a FusionGAN generator"
+    network_kind: ClassVar[str] = "a state dict of the network"
+
+    def __init__(self, task: str | None = None, **options: Any) -> None:
+        super().__init__(task, **options)
+        #: where the loaded network runs (set when weights are loaded)
+        self.device = torch.device("cpu")
+        #: the network ``fuse`` runs; None until :meth:`load` or :meth:`load_official`
+        self.net: nn.Module | None = None
 
     @abstractmethod
     def trainer(self, device: str, **train_options: Any) -> Trainer:
@@ -61,6 +109,36 @@ class LearnedMethod(FusionMethod):
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load the authors' published weights; methods without any raise a clear error."""
         raise NotImplementedError(f"{self.name} has no official weights in fusebench")
+
+    def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:
+        """Load ``state`` (strict) into a fresh ``network`` and make it ``net``, on ``device``, in eval mode."""
+        if self.network is None:
+            raise NotImplementedError(f"{self.name} does not set LearnedMethod.network")
+        net = self.network()
+        missing = set(net.state_dict()) - set(state)
+        if missing:
+            raise ValueError(f"{self.name}: {source} is not {self.network_kind} (missing {sorted(missing)[:3]})")
+        try:
+            net.load_state_dict(dict(state), strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{self.name}: {source} does not hold {self.network_kind}: {exc}") from None
+        self.net = self._to_device(net, device)
+
+    def _to_device(self, net: N, device: str) -> N:
+        """``net`` moved to ``device`` in eval mode; ``device`` becomes the method's device."""
+        self.device = torch.device(device)
+        return net.to(self.device).eval()
+
+    def _require(self, net: N | None) -> N:
+        """``net``, or, when no weights were loaded into it yet, the error ``fuse`` gives in every learned
+        method."""
+        if net is None:
+            raise RuntimeError(f"{self.name}: no weights loaded; call load(model.pt) or load_official(path) first")
+        return net
+
+    def to_tensor(self, *images: np.ndarray) -> torch.Tensor:
+        """HxW images -> a 1 x len(images) x H x W float32 tensor on the method's device."""
+        return torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32))[None].to(self.device)
 
 
 def combine(m: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import ssim_map
-from ..training import Trainer
-from .base import METHODS, LearnedMethod
+from ..training import Trainer, check_options, seeded
+from .base import METHODS, LearnedMethod, choice, load_state, to_image
 
 VARIANTS = ("ivf", "mif")
 RESIDUALS = ("visible", "sum", "none")
@@ -325,9 +325,7 @@ class CDDFuseNet(nn.Module):
             try:
                 getattr(self, attr).load_state_dict(cleaned, strict=True)
             except RuntimeError as exc:
-                raise ValueError(
-                    f"cddfuse: {source}[{group!r}] does not fit the CDDFuse network: {exc}"
-                ) from exc
+                raise ValueError(f"cddfuse: {source}[{group!r}] does not fit the CDDFuse network: {exc}") from exc
 
 
 def parameter_counts(net: CDDFuseNet | None = None) -> dict[str, int]:
@@ -346,9 +344,7 @@ def cc(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     constant channel gives 0.
     """
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(
-            f"cc: expected two NCHW tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}"
-        )
+        raise ValueError(f"cc: expected two NCHW tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
     n, c = x.shape[:2]
     x = x.reshape(n, c, -1)
     y = y.reshape(n, c, -1)
@@ -424,13 +420,6 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def _option_choice(options: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = str(options.get(key, default))
-    if value not in choices:
-        raise ValueError(f"cddfuse: option {key}={value!r} is not one of {', '.join(choices)}")
-    return value
-
-
 @METHODS.register("cddfuse")
 class CDDFuse(LearnedMethod):
     """Options (all optional):
@@ -465,20 +454,20 @@ class CDDFuse(LearnedMethod):
         "epochs": 120,
         "epochs_stage1": 40,
     }
+    net: CDDFuseNet | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.variant = _option_choice(self.options, "variant", "ivf", VARIANTS)
-        self.visible = _option_choice(self.options, "visible", "b" if self.variant == "ivf" else "a", SOURCES)
+        self.variant = choice(self.name, "variant", self.options.get("variant", "ivf"), VARIANTS)
+        default_visible = "b" if self.variant == "ivf" else "a"
+        self.visible = choice(self.name, "visible", self.options.get("visible", default_visible), SOURCES)
         default_residual = "visible" if self.variant == "ivf" else "none"
-        self.residual = _option_choice(self.options, "residual", default_residual, RESIDUALS)
+        self.residual = choice(self.name, "residual", self.options.get("residual", default_residual), RESIDUALS)
         self.normalize = bool(self.options.get("normalize", True))
         self.amp = bool(self.options.get("amp", False))
         unknown = set(self.options) - {"variant", "visible", "residual", "normalize", "amp"}
         if unknown:
             raise ValueError(f"cddfuse: unknown option(s) {', '.join(sorted(unknown))}")
-        self.device = torch.device("cpu")
-        self.net: CDDFuseNet | None = None
 
     @property
     def official_weights(self) -> str:
@@ -493,7 +482,7 @@ class CDDFuse(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`CDDFuseTrainer` (the official four-group layout)."""
-        self._set_net(_read_checkpoint(Path(checkpoint), device), device, checkpoint)
+        self._set_net(load_state(checkpoint, device, self.name), device, checkpoint)
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load the release's ``CDDFuse_IVF.pth`` / ``CDDFuse_MIF.pth`` (``weights_only=True``).
@@ -505,35 +494,31 @@ class CDDFuse(LearnedMethod):
 
         weights = Path(weights)
         check_known_file(weights)
-        self._set_net(_read_checkpoint(weights, device), device, weights)
+        self._set_net(load_state(weights, device, self.name), device, weights)
 
     def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:
+        """Load a four-group checkpoint (the release's layout, see :meth:`CDDFuseNet.load_official_state`)."""
         net = CDDFuseNet()
         net.load_official_state(state, source)
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.net = self._to_device(net, device)
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if self.net is None:
-            raise RuntimeError("cddfuse: no weights loaded; call load(model.pt) or load_official(path) first")
+        net = self._require(self.net)
         a = np.asarray(a, dtype=np.float32)
         b = np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
-            raise ValueError(
-                f"cddfuse: expected two HxW images of the same size, got {a.shape} and {b.shape}"
-            )
+            raise ValueError(f"cddfuse: expected two HxW images of the same size, got {a.shape} and {b.shape}")
         if min(a.shape) < 2:
             raise ValueError(f"cddfuse: images must be at least 2x2 (reflection padding), got {a.shape}")
         vis_np, ir_np = (b, a) if self.visible == "b" else (a, b)
         with torch.inference_mode(), _autocast(self.device, self.amp):
-            vis = torch.from_numpy(vis_np)[None, None].to(self.device)
-            ir = torch.from_numpy(ir_np)[None, None].to(self.device)
+            vis, ir = self.to_tensor(vis_np), self.to_tensor(ir_np)
             residual = {"visible": vis, "sum": vis + ir, "none": None}[self.residual]
-            out = self.net.fuse(vis, ir, residual).float()
+            out = net.fuse(vis, ir, residual).float()
             if self.normalize:
                 out = _min_max(out)
-        return np.clip(out[0, 0].cpu().numpy(), 0.0, 1.0).astype(np.float32)
+        return np.clip(to_image(out), 0.0, 1.0).astype(np.float32)
 
 
 def _min_max(x: torch.Tensor) -> torch.Tensor:
@@ -542,15 +527,6 @@ def _min_max(x: torch.Tensor) -> torch.Tensor:
     if float(hi - lo) <= 0.0:
         return x
     return (x - lo) / (hi - lo)
-
-
-def _read_checkpoint(path: Path, device: str | torch.device) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"cddfuse: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"cddfuse: {path} does not hold a dict of state dicts")
-    return state
 
 
 # ================================================================================================ trainer
@@ -592,8 +568,6 @@ class CDDFuseTrainer(Trainer):
     Initial weights come from ``seed`` (forked RNG) when it is given, else from the global torch RNG.
     """
 
-    LOOP_KEYS: ClassVar[frozenset[str]] = frozenset({"batch_size", "checkpoint_every", "patch_size"})
-
     def __init__(
         self,
         device: str,
@@ -620,11 +594,8 @@ class CDDFuseTrainer(Trainer):
         **other: Any,
     ) -> None:
         super().__init__(device)
-        unknown = set(other) - self.LOOP_KEYS
-        if unknown:
-            raise TypeError(f"cddfuse trainer: unknown option(s) {', '.join(sorted(unknown))}")
-        if visible not in SOURCES:
-            raise ValueError(f"cddfuse trainer: visible must be 'a' or 'b', got {visible!r}")
+        check_options("cddfuse", other)  # `steps` is a parameter here, so never among `other`
+        visible = choice("cddfuse trainer", "visible", visible, SOURCES)
         if epoch_steps is None and steps is None:
             raise ValueError(
                 "cddfuse trainer: the two-stage schedule needs the run length: give train option `steps` "
@@ -658,17 +629,9 @@ class CDDFuseTrainer(Trainer):
         self.visible = visible
         self.residual = bool(residual)
         self.amp = bool(amp)
-        if seed is None:
-            net = CDDFuseNet()
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                net = CDDFuseNet()
-        self.net = net.to(self.device).train()
+        self.net = seeded(seed, CDDFuseNet).to(self.device).train()
         self.optimizers = {
-            attr: torch.optim.Adam(
-                getattr(self.net, attr).parameters(), lr=self.lr, weight_decay=weight_decay
-            )
+            attr: torch.optim.Adam(getattr(self.net, attr).parameters(), lr=self.lr, weight_decay=weight_decay)
             for attr in OFFICIAL_GROUPS.values()
         }
 
@@ -774,9 +737,7 @@ class CDDFuseTrainer(Trainer):
         if not np.isfinite(out["loss"]):
             raise FloatingPointError(f"cddfuse trainer: loss is {out['loss']} at step {step} (stage {stage})")
         for key in parts:
-            nn.utils.clip_grad_norm_(
-                getattr(self.net, key).parameters(), max_norm=self.clip_grad, norm_type=2
-            )
+            nn.utils.clip_grad_norm_(getattr(self.net, key).parameters(), max_norm=self.clip_grad, norm_type=2)
         for key in parts:
             self.optimizers[key].step()
         out["stage"] = float(stage)

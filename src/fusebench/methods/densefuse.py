@@ -38,11 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import ms_ssim, ssim
-from ..training import Trainer
-from .base import METHODS, LearnedMethod
+from ..training import Trainer, check_options, seeded
+from .base import METHODS, LearnedMethod, load_state, to_image
 
 STRATEGIES = ("addition", "sum", "l1")
-WEIGHT_SOURCES = ("trained", "official")
 SSIM_KINDS = ("ssim", "ms_ssim")
 SCALE = 255.0  # the network's input/output scale (see module docstring)
 
@@ -73,9 +72,7 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.Module):
     def __init__(self, in_channels: int = 16, growth: int = 16, layers: int = 3) -> None:
         super().__init__()
-        self.denseblock = nn.Sequential(
-            *(DenseLayer(in_channels + i * growth, growth) for i in range(layers))
-        )
+        self.denseblock = nn.Sequential(*(DenseLayer(in_channels + i * growth, growth) for i in range(layers)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.denseblock(x)
@@ -125,23 +122,11 @@ def _block_mean(c: torch.Tensor, r: int = 1) -> torch.Tensor:
     return F.avg_pool2d(c, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
-def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a DenseFuse state dict (ours or the release's ``.model``) safely (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"densefuse: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"densefuse: {path} does not hold a state dict")
-    # Tolerate checkpoints saved from a DataParallel wrapper.
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 # ---------------------------------------------------------------------------------------------- method
 @METHODS.register("densefuse")
 class DenseFuse(LearnedMethod):
-    """Options: ``strategy`` ("addition" | "sum" | "l1"), ``weights`` ("trained" | "official"),
-    ``weights_path`` (the official ``densefuse_gray.model``, for ``weights="official"``)."""
+    """Options: ``strategy`` ("addition" | "sum" | "l1"). Weights: :meth:`load` (``model.pt``) or
+    :meth:`load_official` (the release's ``densefuse_gray.model``)."""
 
     name: ClassVar[str] = "densefuse"
     tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif")
@@ -160,25 +145,15 @@ class DenseFuse(LearnedMethod):
         "ssim_weight": 100.0,
         "ssim": "ssim",
     }
+    network: ClassVar[type[nn.Module]] = DenseFuseNet
+    network_kind: ClassVar[str] = "a DenseFuse state dict"
+    net: DenseFuseNet | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.strategy = str(self.options.get("strategy", "addition"))
         if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"densefuse: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
-            )
-        self.weights = str(self.options.get("weights", "trained"))
-        if self.weights not in WEIGHT_SOURCES:
-            raise ValueError(
-                f"densefuse: weights must be one of {', '.join(WEIGHT_SOURCES)}, got {self.weights!r}"
-            )
-        if self.weights == "official" and not self.options.get("weights_path"):
-            raise ValueError(
-                "densefuse: weights='official' needs the option weights_path (densefuse_gray.model)"
-            )
-        self.device = torch.device("cpu")
-        self.net: DenseFuseNet | None = None
+            raise ValueError(f"densefuse: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> DenseFuseTrainer:
@@ -186,24 +161,13 @@ class DenseFuse(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`DenseFuseTrainer` (a plain state dict, release key names)."""
-        self._set_net(load_state(checkpoint, device), device, source=checkpoint)
+        self._set_net(load_state(checkpoint, device, self.name), device, source=checkpoint)
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load the release's ``densefuse_gray.model`` (the 3-channel ``densefuse_rgb.model`` is refused)."""
-        self._set_net(load_state(weights, device), device, source=weights)
+        self._set_net(load_state(weights, device, self.name), device, source=weights)
 
-    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        """Load what the ``weights`` option asks for: ``checkpoint`` (trained) or ``weights_path``."""
-        if self.weights == "official":
-            self.load_official(Path(self.options["weights_path"]), device)
-        elif checkpoint is None:
-            raise ValueError(
-                "densefuse: weights='trained' needs the checkpoint written by training (model.pt)"
-            )
-        else:
-            self.load(checkpoint, device)
-
-    def _set_net(self, state: dict[str, torch.Tensor], device: str, source: Path) -> None:
+    def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:
         first = state.get("conv1.conv2d.weight")
         if first is None or first.ndim != 4:
             raise ValueError(f"densefuse: {source} is not a DenseFuse state dict (no conv1.conv2d.weight)")
@@ -212,10 +176,7 @@ class DenseFuse(LearnedMethod):
                 f"densefuse: {source} is a {first.shape[1]}-channel model; fusebench fuses gray images "
                 "(use densefuse_gray.model)"
             )
-        net = DenseFuseNet(channels=1)
-        net.load_state_dict(state, strict=True)
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        super()._set_net(state, device, source)
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -227,29 +188,17 @@ class DenseFuse(LearnedMethod):
 
     def fuse_raw(self, a255: np.ndarray, b255: np.ndarray) -> np.ndarray:
         """The network on the 0..255 scale: HxW float32 in, raw decoder output out (>= 0, not clamped)."""
-        if self.net is None:
-            if self.weights == "official":
-                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
-            else:
-                raise RuntimeError(
-                    "densefuse: no weights loaded; call load(model.pt) or load_weights() first"
-                )
-        assert self.net is not None
+        net = self._require(self.net)
         if a255.shape != b255.shape or a255.ndim != 2:
-            raise ValueError(
-                f"densefuse: expected two HxW images of the same size, got {a255.shape} and {b255.shape}"
-            )
+            raise ValueError(f"densefuse: expected two HxW images of the same size, got {a255.shape} and {b255.shape}")
         if min(a255.shape) < 2:
             raise ValueError(f"densefuse: images must be at least 2x2 (reflection padding), got {a255.shape}")
         with torch.inference_mode():
             # Each source goes through the encoder on its own, as in the release (batch of one).
-            e1 = self.net.encode(self._tensor(a255))
-            e2 = self.net.encode(self._tensor(b255))
-            out = self.net.decode(fuse_features(e1, e2, self.strategy))
-        return out[0, 0].float().cpu().numpy()
-
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
+            e1 = net.encode(self.to_tensor(a255))
+            e2 = net.encode(self.to_tensor(b255))
+            out = net.decode(fuse_features(e1, e2, self.strategy))
+        return to_image(out)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -266,9 +215,6 @@ class DenseFuseTrainer(Trainer):
     :func:`fusebench.training.seed_everything`, *before* building the trainer).
     """
 
-    #: TrainSettings / data options that may arrive in ``train_options`` and are not the trainer's business
-    LOOP_KEYS: ClassVar[frozenset[str]] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
-
     def __init__(
         self,
         device: str,
@@ -279,20 +225,12 @@ class DenseFuseTrainer(Trainer):
         **other: Any,
     ) -> None:
         super().__init__(device)
-        unknown = set(other) - self.LOOP_KEYS
-        if unknown:
-            raise TypeError(f"densefuse trainer: unknown option(s) {', '.join(sorted(unknown))}")
+        check_options("densefuse", other)
         if ssim not in SSIM_KINDS:
             raise ValueError(f"densefuse trainer: ssim must be one of {', '.join(SSIM_KINDS)}, got {ssim!r}")
         self.ssim_weight = float(ssim_weight)
         self.ssim_kind = ssim
-        if seed is None:
-            net = DenseFuseNet(channels=1)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                net = DenseFuseNet(channels=1)
-        self.net = net.to(self.device).train()
+        self.net = seeded(seed, lambda: DenseFuseNet(channels=1)).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(lr))
 
     def state_dict(self) -> dict[str, Any]:

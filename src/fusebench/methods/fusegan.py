@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import METHODS, DecisionMapMethod
+from .base import METHODS, DecisionMapMethod, choice, load_state, to_image
 from .gan import LSGAN, AdversarialTrainer, check_options, seeded
 from .mfifgan import SYNTHESIS_KEYS, SyntheticFocus
 
@@ -48,13 +48,6 @@ __all__ = [
 
 GENERATOR_PARAMETERS = 12_551_041
 REFINE = ("crf", "threshold", "none")
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    value = str(value)
-    if value not in allowed:
-        raise ValueError(f"fusegan: {name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 # ============================================================================================ networks
@@ -239,44 +232,31 @@ class FuseGAN(DecisionMapMethod):
         "synthetic_matte": "hard",
         "synthetic_swap": 0.5,
     }
+    network: ClassVar[type[nn.Module]] = FuseGANGenerator
+    network_kind: ClassVar[str] = "a FuseGAN generator"
+    net: FuseGANGenerator | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.refine = _choice("refine", self.options.get("refine", "crf"), REFINE)
+        self.refine = choice(self.name, "refine", self.options.get("refine", "crf"), REFINE)
         self.crf_options = dict(self.options.get("crf", {}))
-        self.device = torch.device("cpu")
-        self.net: FuseGANGenerator | None = None
 
     def trainer(self, device: str, **train_options: Any) -> FuseGANTrainer:
         return FuseGANTrainer(device, **train_options)
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"fusegan: no weights file at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = FuseGANGenerator()
-        try:
-            net.load_state_dict(dict(state), strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"fusegan: {path} does not hold a FuseGAN generator: {exc}") from None
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        """Load ``model.pt`` written by :class:`FuseGANTrainer` (no official weights exist)."""
+        self._set_net(load_state(checkpoint, "cpu", self.name), device, Path(checkpoint))
 
     def raw_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The generator's confidence map (HxW float32 in (0, 1)); inputs reflect-padded to multiples of 4."""
-        if self.net is None:
-            raise RuntimeError("fusegan: no weights loaded; call load(model.pt) first")
+        net = self._require(self.net)
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"fusegan: expected two HxW images of one size, got {a.shape} and {b.shape}")
-
-        def prep(x: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(x * 2 - 1, dtype=np.float32))[None, None]
-
         with torch.inference_mode():
-            m = run_generator(self.net, prep(a).to(self.device), prep(b).to(self.device))
-        return m[0, 0].float().cpu().numpy()
+            m = run_generator(net, self.to_tensor(a * 2 - 1), self.to_tensor(b * 2 - 1))
+        return to_image(m)
 
     def decision_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         m = self.raw_map(a, b)

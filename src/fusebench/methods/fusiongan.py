@@ -42,14 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import laplacian
-from .base import METHODS, LearnedMethod
+from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, AdversarialTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
 
 #: (kernel, in, out) of the five generator layers
 GENERATOR_LAYERS = ((5, 2, 256), (5, 256, 128), (3, 128, 64), (3, 64, 32), (1, 32, 1))
 SHRINK = sum(k - 1 for k, _, _ in GENERATOR_LAYERS)  # 12
 PAD = SHRINK // 2  # the official test-time edge padding, 6
-WEIGHT_SOURCES = ("trained", "official")
 NORMALIZE = ("minmax", "none")
 BN_MODES = ("train", "eval")
 LEAK = 0.2
@@ -192,29 +191,11 @@ def discriminator_from_tf_variables(
     return state
 
 
-def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"fusiongan: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"fusiongan: {path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 # ---------------------------------------------------------------------------------------------- method
-def _check(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"fusiongan: {name} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
 @METHODS.register("fusiongan")
 class FusionGAN(LearnedMethod):
     """Options:
 
-    * ``weights`` ("trained" | "official") and ``weights_path`` (for official weights: the TF1 checkpoint
-      prefix ``.../CGAN.model-3``, or its ``.index`` / ``.data-00000-of-00001`` file);
     * ``normalize`` ("minmax" = the official save, default | "none" = ``out / 2 + 0.5`` clipped);
     * ``bn_mode`` ("train" = per-image statistics as the official test graph, default | "eval").
     """
@@ -236,16 +217,14 @@ class FusionGAN(LearnedMethod):
         "xi": 8.0,
         "d_steps": 2,
     }
+    network: ClassVar[type[nn.Module]] = FusionGANGenerator
+    network_kind: ClassVar[str] = "a FusionGAN generator"
+    net: FusionGANGenerator | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.weights = _check("weights", str(self.options.get("weights", "trained")), WEIGHT_SOURCES)
-        if self.weights == "official" and not self.options.get("weights_path"):
-            raise ValueError("fusiongan: weights='official' needs the option weights_path (TF1 checkpoint prefix)")
-        self.normalize = _check("normalize", str(self.options.get("normalize", "minmax")), NORMALIZE)
-        self.bn_mode = _check("bn_mode", str(self.options.get("bn_mode", "train")), BN_MODES)
-        self.device = torch.device("cpu")
-        self.net: FusionGANGenerator | None = None
+        self.normalize = choice(self.name, "normalize", self.options.get("normalize", "minmax"), NORMALIZE)
+        self.bn_mode = choice(self.name, "bn_mode", self.options.get("bn_mode", "train"), BN_MODES)
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> FusionGANTrainer:
@@ -253,7 +232,7 @@ class FusionGAN(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`FusionGANTrainer`."""
-        self._set_net(load_state(checkpoint, device), device, Path(checkpoint))
+        self._set_net(load_state(checkpoint, device, self.name), device, Path(checkpoint))
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load the authors' TF1 checkpoint (prefix, or one of its files; needs ``.index`` and ``.data``)."""
@@ -264,23 +243,6 @@ class FusionGAN(LearnedMethod):
             prefix = prefix.removesuffix(suffix)
         variables = load_checkpoint(prefix, scope="fusion_model/")
         self._set_net(from_tf_variables(variables), device, Path(prefix))
-
-    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        if self.weights == "official":
-            self.load_official(Path(self.options["weights_path"]), device)
-        elif checkpoint is None:
-            raise ValueError("fusiongan: weights='trained' needs the checkpoint written by training (model.pt)")
-        else:
-            self.load(checkpoint, device)
-
-    def _set_net(self, state: dict[str, torch.Tensor], device: str, source: Path) -> None:
-        net = FusionGANGenerator()
-        missing = set(net.state_dict()) - set(state)
-        if missing:
-            raise ValueError(f"fusiongan: {source} is not a FusionGAN generator (missing {sorted(missing)[:3]})")
-        net.load_state_dict(state, strict=True)
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -295,21 +257,15 @@ class FusionGAN(LearnedMethod):
 
     def fuse_raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The tanh output (HxW, [-1, 1]) for [0, 1] inputs, with the official 6-pixel edge padding."""
-        if self.net is None:
-            if self.weights == "official":
-                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
-            else:
-                raise RuntimeError("fusiongan: no weights loaded; call load(model.pt) or load_weights() first")
-        assert self.net is not None
+        net = self._require(self.net)
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"fusiongan: expected two HxW images of the same size, got {a.shape} and {b.shape}")
         x = np.stack([a, b]) * np.float32(2.0) - np.float32(1.0)  # (u8 - 127.5) / 127.5
         x = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)), mode="edge")
-        t = torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device)
         with torch.inference_mode():
-            out = forward_with_bn_mode(self.net, t, self.bn_mode)
-        return out[0, 0].float().cpu().numpy()
+            out = forward_with_bn_mode(net, self.to_tensor(*x), self.bn_mode)
+        return to_image(out)
 
 
 # --------------------------------------------------------------------------------------------- trainer

@@ -35,7 +35,8 @@ are the building blocks, also usable directly. :func:`make_objective` builds an 
 name (``"lsgan"``, ``"wgan-gp"``, ``"wgan-div"``) and keyword options.
 
 Other helpers: :func:`seeded` (build networks under a forked, seeded RNG), :func:`parameter_count`,
-:func:`check_options` (reject unknown trainer options, allowing the loop's :data:`LOOP_KEYS`) and
+:func:`check_options` (reject unknown trainer options, allowing the loop's :data:`LOOP_KEYS`; these two and
+``LOOP_KEYS`` live in :mod:`fusebench.training` and are re-exported here) and
 :func:`forward_with_bn_mode` (inference with BatchNorm in train mode -- per-image statistics, as TF1 test
 scripts that never set ``is_training=False`` do -- without disturbing the stored running statistics).
 
@@ -90,14 +91,14 @@ weights depend on the ``seed`` option only.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..training import Trainer
+from ..training import LOOP_KEYS, Trainer, check_options, seeded
 
 __all__ = [
     "LOOP_KEYS",
@@ -118,23 +119,10 @@ __all__ = [
     "seeded",
 ]
 
-#: TrainSettings / data options that arrive in ``train_options`` and are not a trainer's business
-LOOP_KEYS: frozenset[str] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
-
 Label = float | tuple[float, float]
-T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def seeded(seed: int | None, build: Callable[[], T]) -> T:
-    """``build()`` under a forked torch RNG seeded with ``seed`` (or on the global RNG when ``seed=None``)."""
-    if seed is None:
-        return build()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return build()
-
-
 def parameter_count(module: nn.Module) -> int:
     """Number of trainable parameters (BatchNorm running statistics are buffers, not counted)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -164,13 +152,6 @@ def forward_with_bn_mode(net: nn.Module, x: torch.Tensor, bn_mode: str) -> torch
             current = net.state_dict()
             for k, v in saved.items():
                 current[k].copy_(v)
-
-
-def check_options(method: str, options: Mapping[str, Any], allowed: frozenset[str] = LOOP_KEYS) -> None:
-    """Raise ``TypeError`` for trainer options that are neither the trainer's nor the loop's."""
-    unknown = set(options) - set(allowed)
-    if unknown:
-        raise TypeError(f"{method} trainer: unknown option(s) {', '.join(sorted(unknown))}")
 
 
 def _labels(label: Label, like: torch.Tensor) -> torch.Tensor | float:

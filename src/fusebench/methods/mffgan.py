@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tfcheckpoint import TFCheckpoint
-from .base import METHODS, LearnedMethod
+from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, AdversarialTrainer, check_options, seeded
 from .mfifgan import SYNTHESIS_KEYS, SyntheticFocus
 
@@ -70,7 +70,6 @@ BLUR_3X3 = ((0.0947, 0.1183, 0.0947), (0.1183, 0.1478, 0.1183), (0.0947, 0.1183,
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 OUTPUTS = ("stretch", "clip")
 DATA = ("pairs", "synthetic")
-WEIGHT_SOURCES = ("trained", "official")
 
 #: (our module name, TF scope, kernel size, in, out); the TF variables are <scope>/w<n> and <scope>/b<n>
 GENERATOR_LAYERS: tuple[tuple[str, int, int, int], ...] = (
@@ -244,8 +243,6 @@ def bytescale(r: np.ndarray) -> np.ndarray:
 class MFFGAN(LearnedMethod):
     """Options:
 
-    * ``weights`` ("trained" | "official") and ``weights_path`` (an official TF checkpoint: prefix, its
-      ``.index`` or ``.data-*`` file, or its folder, e.g. ``mffgan-tf/Lytro_model``);
     * ``output`` ("stretch", default = the official save: per-image min-max stretch | "clip");
     * ``input_order`` ("ab" default | "ba"): which source feeds the "near" branch (the official outputs
       were made with a = near).
@@ -269,16 +266,14 @@ class MFFGAN(LearnedMethod):
         "grad_weight": 5.0,
         "data": "pairs",
     }
+    network: ClassVar[type[nn.Module]] = MFFGANGenerator
+    network_kind: ClassVar[str] = "an MFF-GAN generator"
+    net: MFFGANGenerator | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.weights = _choice("weights", self.options.get("weights", "trained"), WEIGHT_SOURCES)
-        if self.weights == "official" and not self.options.get("weights_path"):
-            raise ValueError("mffgan: weights='official' needs the option weights_path (TF checkpoint)")
-        self.output = _choice("output", self.options.get("output", "stretch"), OUTPUTS)
-        self.input_order = _choice("input_order", self.options.get("input_order", "ab"), ("ab", "ba"))
-        self.device = torch.device("cpu")
-        self.net: MFFGANGenerator | None = None
+        self.output = choice(self.name, "output", self.options.get("output", "stretch"), OUTPUTS)
+        self.input_order = choice(self.name, "input_order", self.options.get("input_order", "ab"), ("ab", "ba"))
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> MFFGANTrainer:
@@ -286,32 +281,12 @@ class MFFGAN(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`MFFGANTrainer` (the generator's state dict)."""
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"mffgan: no weights file at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self._set_net(state, device, path)
+        self._set_net(load_state(checkpoint, "cpu", self.name), device, Path(checkpoint))
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
-        """Load an official TF1 checkpoint (Lytro_model or MFI-WHU_model) with the pure-Python reader."""
+        """Load an official TF1 checkpoint (Lytro_model or MFI-WHU_model) with the pure-Python reader: its
+        prefix (``.../CGAN.model-19``), its ``.index`` or ``.data-*`` file, or its folder."""
         self._set_net(load_tf_generator(weights), device, Path(weights))
-
-    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        if self.weights == "official":
-            self.load_official(Path(self.options["weights_path"]), device)
-        elif checkpoint is None:
-            raise ValueError("mffgan: weights='trained' needs the checkpoint written by training (model.pt)")
-        else:
-            self.load(checkpoint, device)
-
-    def _set_net(self, state: Mapping[str, torch.Tensor], device: str, source: Path) -> None:
-        net = MFFGANGenerator()
-        try:
-            net.load_state_dict(dict(state), strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"mffgan: {source} does not hold an MFF-GAN generator: {exc}") from None
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -323,31 +298,18 @@ class MFFGAN(LearnedMethod):
     def fuse_raw(self, a255: np.ndarray, b255: np.ndarray) -> np.ndarray:
         """``out * 127.5 + 127.5`` for two HxW images on the 0..255 scale (what the official script hands to
         its save function; the official ``<pair>.npy``)."""
-        if self.net is None:
-            if self.weights == "official":
-                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
-            else:
-                raise RuntimeError("mffgan: no weights loaded; call load(model.pt) or load_weights() first")
-        assert self.net is not None
+        net = self._require(self.net)
         a255, b255 = np.asarray(a255, np.float32), np.asarray(b255, np.float32)
         if a255.shape != b255.shape or a255.ndim != 2:
             raise ValueError(f"mffgan: expected two HxW images of one size, got {a255.shape}, {b255.shape}")
         near, far = (a255, b255) if self.input_order == "ab" else (b255, a255)
 
         def prep(x: np.ndarray) -> torch.Tensor:
-            t = (x - np.float32(127.5)) / np.float32(127.5)
-            return torch.from_numpy(np.ascontiguousarray(t))[None, None].to(self.device)
+            return self.to_tensor((x - np.float32(127.5)) / np.float32(127.5))
 
         with torch.inference_mode():
-            out = self.net(prep(near), prep(far))
-        return out[0, 0].float().cpu().numpy() * np.float32(127.5) + np.float32(127.5)
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    value = str(value)
-    if value not in allowed:
-        raise ValueError(f"mffgan: {name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+            out = net(prep(near), prep(far))
+        return to_image(out) * np.float32(127.5) + np.float32(127.5)
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -379,7 +341,7 @@ class MFFGANTrainer(AdversarialTrainer):
     ) -> None:
         synthetic = {k: other.pop(k) for k in list(other) if k in SYNTHESIS_KEYS}
         check_options(self.method, other)
-        self.data = _choice("data", data, DATA)
+        self.data = choice("mffgan", "data", data, DATA)
         self.synthesis = SyntheticFocus.from_options(synthetic) if self.data == "synthetic" else None
         if synthetic and self.synthesis is None:
             raise TypeError("mffgan trainer: synthetic_* options need data='synthetic'")

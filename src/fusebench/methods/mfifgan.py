@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from .base import METHODS, DecisionMapMethod
+from .base import METHODS, DecisionMapMethod, choice, load_state, to_image
 from .gan import AdversarialTrainer, Objective, check_options, seeded
 
 __all__ = [
@@ -63,15 +63,7 @@ __all__ = [
 ]
 
 GENERATOR_PARAMETERS = 13_700_928
-WEIGHT_SOURCES = ("trained", "official")
 MAP_RANGES = ("official", "unit")
-
-
-def _choice(method: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    value = str(value)
-    if value not in allowed:
-        raise ValueError(f"{method}: {name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
 
 
 # ===================================================================================== synthetic data
@@ -167,9 +159,9 @@ class SyntheticFocus:
     swap: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("synthesis", "psf", self.psf, ("gaussian", "disk"))
-        _choice("synthesis", "matte", self.matte, ("alpha", "hard"))
-        _choice("synthesis", "sources", self.sources, ("both", "a", "b"))
+        choice("synthesis", "psf", self.psf, ("gaussian", "disk"))
+        choice("synthesis", "matte", self.matte, ("alpha", "hard"))
+        choice("synthesis", "sources", self.sources, ("both", "a", "b"))
         for name in ("blur", "cells", "coverage"):
             value = getattr(self, name)
             if len(value) != 2 or not 0 < value[0] <= value[1]:
@@ -400,8 +392,6 @@ class MFIFGANDiscriminator(nn.Module):
 class MFIFGAN(DecisionMapMethod):
     """Options:
 
-    * ``weights`` ("trained" | "official") and ``weights_path`` (the official ``110000-G.ckpt``, a PyTorch
-      state dict; pinned in weights.yaml as ``mfif-gan``);
     * ``postprocess`` (True: threshold 0.5 + small-region removal, the official test | False: the raw
       sigmoid map); ``min_fraction`` (0.001: regions below this fraction of the image are removed).
     """
@@ -431,16 +421,14 @@ class MFIFGAN(DecisionMapMethod):
         "synthetic_blur": (1.0, 1.0),
         "synthetic_matte": "alpha",
     }
+    network: ClassVar[type[nn.Module]] = MFIFGANGenerator
+    network_kind: ClassVar[str] = "an MFIF-GAN generator"
+    net: MFIFGANGenerator | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.weights = _choice("mfifgan", "weights", self.options.get("weights", "trained"), WEIGHT_SOURCES)
-        if self.weights == "official" and not self.options.get("weights_path"):
-            raise ValueError("mfifgan: weights='official' needs the option weights_path (110000-G.ckpt)")
         self.postprocess = bool(self.options.get("postprocess", True))
         self.min_fraction = float(self.options.get("min_fraction", 0.001))
-        self.device = torch.device("cpu")
-        self.net: MFIFGANGenerator | None = None
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> MFIFGANTrainer:
@@ -448,67 +436,37 @@ class MFIFGAN(DecisionMapMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`MFIFGANTrainer` (the generator's state dict)."""
-        self._set_net(_load_state(checkpoint), device, Path(checkpoint))
+        self._set_net(load_state(checkpoint, "cpu", self.name), device, Path(checkpoint))
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
-        """Load the official generator ``110000-G.ckpt`` (same key layout as ours)."""
-        self._set_net(_load_state(weights), device, Path(weights))
+        """Load the official generator ``110000-G.ckpt`` (a PyTorch state dict with our key layout; pinned in
+        weights.yaml as ``mfif-gan``)."""
+        self._set_net(load_state(weights, "cpu", self.name), device, Path(weights))
 
-    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        if self.weights == "official":
-            self.load_official(Path(self.options["weights_path"]), device)
-        elif checkpoint is None:
-            raise ValueError("mfifgan: weights='trained' needs the checkpoint written by training (model.pt)")
-        else:
-            self.load(checkpoint, device)
-
-    def _set_net(self, state: Mapping[str, torch.Tensor], device: str, source: Path) -> None:
-        net = MFIFGANGenerator()
+    def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:
         state = dict(state)
-        for key, value in net.state_dict().items():  # absent from files saved by PyTorch < 0.4.1
-            if key.endswith("num_batches_tracked") and key not in state:
-                state[key] = torch.zeros_like(value)
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"mfifgan: {source} does not hold an MFIF-GAN generator: {exc}") from None
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        for key in [k for k in state if k.endswith(".running_var")]:  # BatchNorm layers of PyTorch < 0.4.1 files
+            state.setdefault(key.removesuffix("running_var") + "num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        super()._set_net(state, device, source)
 
     # -- fusion
     def raw_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The generator's sigmoid map (HxW float32), center-cropped to the input size."""
-        if self.net is None:
-            if self.weights == "official":
-                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
-            else:
-                raise RuntimeError("mfifgan: no weights loaded; call load(model.pt) or load_weights() first")
-        assert self.net is not None
+        net = self._require(self.net)
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"mfifgan: expected two HxW images of one size, got {a.shape} and {b.shape}")
 
         def prep(x: np.ndarray) -> torch.Tensor:  # ToTensor + Normalize(0.5, 0.5)
-            return torch.from_numpy(np.ascontiguousarray((x - 0.5) / 0.5, dtype=np.float32))[None, None]
+            return self.to_tensor((x - 0.5) / 0.5)
 
         with torch.inference_mode():
-            m = self.net(prep(a).to(self.device), prep(b).to(self.device))
-            m = center_crop(m, *a.shape)
-        return m[0, 0].float().cpu().numpy()
+            m = center_crop(net(prep(a), prep(b)), *a.shape)
+        return to_image(m)
 
     def decision_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         m = self.raw_map(a, b)
         return postprocess_map(m, self.min_fraction) if self.postprocess else m
-
-
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 # ============================================================================================= trainer
@@ -582,7 +540,7 @@ class MFIFGANTrainer(AdversarialTrainer):
         synthetic = {k: other.pop(k) for k in list(other) if k in SYNTHESIS_KEYS}
         check_options(self.method, other)
         self.synthesis = SyntheticFocus.from_options(synthetic)
-        self.map_range = _choice("mfifgan trainer", "map_range", map_range, MAP_RANGES)
+        self.map_range = choice("mfifgan trainer", "map_range", map_range, MAP_RANGES)
         self.n_critic = int(n_critic)
         if self.n_critic < 1:
             raise ValueError("mfifgan trainer: n_critic must be >= 1")

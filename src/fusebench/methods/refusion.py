@@ -41,12 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..training import Trainer
-from .base import METHODS, LearnedMethod
+from ..training import Trainer, check_options, seeded
+from .base import METHODS, LearnedMethod, choice, load_state, to_image
 
 #: fusebench task -> the name of the authors' weights file (``ReFusion_<NAME>.pth``)
 OFFICIAL_TASKS = {"ivif": "IVIF", "mif": "MIF", "mff": "MFIF", "mef": "MEIF"}
-WEIGHT_SOURCES = ("trained", "official")
 NORMALIZE = ("minmax", "none")
 ORDERS = ("ab", "ba")
 RECON_LOSSES = ("max", "sum")
@@ -91,9 +90,7 @@ def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
     return t.reshape(b, heads, c // heads, h * w)
 
 
-def _channel_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor
-) -> torch.Tensor:
+def _channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Transposed (channel-wise) attention of Restormer: softmax(norm(q) norm(k)^T * t) v, per head."""
     q = F.normalize(q, dim=-1)
     k = F.normalize(k, dim=-1)
@@ -317,17 +314,6 @@ def to_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
-def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read an F state dict (ours or the authors' ``.pth``) safely, as :class:`ReFusionNet` keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"refusion: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"refusion: {path} does not hold a state dict")
-    return from_official_state_dict(state)
-
-
 # ================================================================================================ losses
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 
@@ -393,19 +379,12 @@ def reconstruction_loss(
 
 
 # ================================================================================================ method
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"refusion: {name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
 @METHODS.register("refusion")
 class ReFusion(LearnedMethod):
     """Options:
 
     * ``task`` ("ivif" | "mif" | "mff" | "mef", default "ivif"): which official weights
       ``ReFusion_{IVIF,MIF,MFIF,MEIF}.pth`` a weights *folder* resolves to, and the default ``input_order``;
-    * ``weights`` ("trained" | "official") and ``weights_path`` (file, or the folder holding the four files);
     * ``normalize`` ("minmax" default = the official test script, "none" = raw sigmoid output);
     * ``input_order`` ("ab" | "ba"): which source goes to the first network input. The official script feeds
       infrared / CT-PET-SPECT / near-focus / under-exposed first; fusebench's MIF datasets list ``mri`` first,
@@ -433,25 +412,19 @@ class ReFusion(LearnedMethod):
         "recon_loss": "max",
         "meta_update_r": True,
     }
+    network: ClassVar[type[nn.Module]] = ReFusionNet
+    network_kind: ClassVar[str] = "a ReFusion state dict"
+    net: ReFusionNet | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         task = str(self.task or "ivif").lower()
         aliases = {v.lower(): k for k, v in OFFICIAL_TASKS.items()}
         self.task = aliases.get(task, task)
-        _check_choice("task", self.task, tuple(OFFICIAL_TASKS))
-        self.weights = _check_choice("weights", str(self.options.get("weights", "trained")), WEIGHT_SOURCES)
-        if self.weights == "official" and not self.options.get("weights_path"):
-            raise ValueError(
-                "refusion: weights='official' needs the option weights_path (.pth file or folder)"
-            )
-        self.normalize = _check_choice("normalize", str(self.options.get("normalize", "minmax")), NORMALIZE)
+        choice(self.name, "task", self.task, tuple(OFFICIAL_TASKS))
+        self.normalize = choice(self.name, "normalize", self.options.get("normalize", "minmax"), NORMALIZE)
         default_order = "ba" if self.task == "mif" else "ab"
-        self.input_order = _check_choice(
-            "input_order", str(self.options.get("input_order", default_order)), ORDERS
-        )
-        self.device = torch.device("cpu")
-        self.net: ReFusionNet | None = None
+        self.input_order = choice(self.name, "input_order", self.options.get("input_order", default_order), ORDERS)
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> ReFusionTrainer:
@@ -465,41 +438,15 @@ class ReFusion(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`ReFusionTrainer` (or any F state dict, either key layout)."""
-        self._set_net(load_state(checkpoint, device), device, checkpoint)
+        self._set_net(from_official_state_dict(load_state(checkpoint, device, self.name)), device, checkpoint)
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load ``ReFusion_<TASK>.pth`` (a file, or the folder holding the four files: ``task`` picks one)."""
         path = self.official_file(weights)
-        state = torch.load(path, map_location=device, weights_only=True) if path.is_file() else None
-        if state is None:
-            raise FileNotFoundError(f"refusion: no weights file at {path}")
+        state = load_state(path, device, self.name)
         if len(state) != OFFICIAL_KEYS:
-            raise ValueError(
-                f"refusion: {path} has {len(state)} entries, the official files have {OFFICIAL_KEYS}"
-            )
+            raise ValueError(f"refusion: {path} has {len(state)} entries, the official files have {OFFICIAL_KEYS}")
         self._set_net(from_official_state_dict(state), device, path)
-
-    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        """Load what the ``weights`` option asks for: ``checkpoint`` (trained) or ``weights_path``."""
-        if self.weights == "official":
-            self.load_official(Path(self.options["weights_path"]), device)
-        elif checkpoint is None:
-            raise ValueError(
-                "refusion: weights='trained' needs the checkpoint written by training (model.pt)"
-            )
-        else:
-            self.load(checkpoint, device)
-
-    def _set_net(self, state: dict[str, torch.Tensor], device: str, source: Path) -> None:
-        net = ReFusionNet()
-        missing = set(net.state_dict()) - set(state)
-        if missing:
-            raise ValueError(
-                f"refusion: {source} is not a ReFusion state dict (missing {sorted(missing)[:3]}...)"
-            )
-        net.load_state_dict(state, strict=True)
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -511,22 +458,14 @@ class ReFusion(LearnedMethod):
     def fuse_raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The network's sigmoid output (HxW float32 in (0, 1)) for two HxW [0, 1] images, in the order the
         ``input_order`` option says (no normalisation)."""
-        if self.net is None:
-            if self.weights == "official":
-                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
-            else:
-                raise RuntimeError("refusion: no weights loaded; call load(model.pt) or load_weights() first")
-        assert self.net is not None
+        net = self._require(self.net)
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
-            raise ValueError(
-                f"refusion: expected two HxW images of the same size, got {a.shape} and {b.shape}"
-            )
+            raise ValueError(f"refusion: expected two HxW images of the same size, got {a.shape} and {b.shape}")
         first, second = (a, b) if self.input_order == "ab" else (b, a)
-        x = torch.from_numpy(np.ascontiguousarray(np.stack([first, second])))[None].to(self.device)
         with torch.inference_mode():
-            out = self.net(x)
-        return out[0, 0].float().cpu().numpy()
+            out = net(self.to_tensor(first, second))
+        return to_image(out)
 
 
 def minmax(raw: np.ndarray) -> np.ndarray:
@@ -564,8 +503,6 @@ class ReFusionTrainer(Trainer):
     channel 0 always holds what the official weights expect first.
     """
 
-    LOOP_KEYS: ClassVar[frozenset[str]] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
-
     def __init__(
         self,
         device: str,
@@ -590,9 +527,7 @@ class ReFusionTrainer(Trainer):
         **other: Any,
     ) -> None:
         super().__init__(device)
-        unknown = set(other) - self.LOOP_KEYS
-        if unknown:
-            raise TypeError(f"refusion trainer: unknown option(s) {', '.join(sorted(unknown))}")
+        check_options("refusion", other)
         if int(meta_steps) < 0 or int(fusion_steps) < 1:
             raise ValueError(
                 f"refusion trainer: need meta_steps >= 0, fusion_steps >= 1, got {meta_steps}, {fusion_steps}"
@@ -601,20 +536,15 @@ class ReFusionTrainer(Trainer):
         self.meta_steps, self.fusion_steps = int(meta_steps), int(fusion_steps)
         self.inner_lr = None if inner_lr is None else float(inner_lr)
         self.outer_lr = None if outer_lr is None else float(outer_lr)
-        self.outer_update = _check_choice("outer_update", outer_update, OUTER_UPDATES)
+        self.outer_update = choice("refusion", "outer_update", outer_update, OUTER_UPDATES)
         self.swap_inputs = bool(swap_inputs)
-        self.input_order = _check_choice("input_order", input_order, ORDERS)
+        self.input_order = choice("refusion", "input_order", input_order, ORDERS)
         self.int_weight, self.grad_weight = float(int_weight), float(grad_weight)
         self.grad_ramp_cycles = int(grad_ramp_cycles)
-        self.recon_kind = _check_choice("recon_loss", recon_loss, RECON_LOSSES)
+        self.recon_kind = choice("refusion", "recon_loss", recon_loss, RECON_LOSSES)
         self.recon_int_weight, self.recon_grad_weight = float(recon_int_weight), float(recon_grad_weight)
         self.meta_update_r = bool(meta_update_r)
-        if seed is None:
-            nets = (ReFusionNet(), LossProposalNet(), ReconstructionNet())
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                nets = (ReFusionNet(), LossProposalNet(), ReconstructionNet())
+        nets = seeded(seed, lambda: (ReFusionNet(), LossProposalNet(), ReconstructionNet()))
         self.fusion, self.proposal, self.recon = (n.to(self.device).train() for n in nets)
         self.opt_fusion = torch.optim.Adam(self.fusion.parameters(), lr=self.lr)
         self.opt_recon = torch.optim.Adam(self.recon.parameters(), lr=self.lr)
@@ -673,9 +603,7 @@ class ReFusionTrainer(Trainer):
             return x, x
         return torch.cat([x, x.flip(1)]), torch.cat([x, x])
 
-    def fusion_terms(
-        self, x: torch.Tensor, fused: torch.Tensor, step: int, detach_p: bool
-    ) -> dict[str, torch.Tensor]:
+    def fusion_terms(self, x: torch.Tensor, fused: torch.Tensor, step: int, detach_p: bool) -> dict[str, torch.Tensor]:
         if detach_p:
             with torch.no_grad():
                 w, v = self.proposal(x)
@@ -684,9 +612,7 @@ class ReFusionTrainer(Trainer):
         return fusion_loss(fused, x, w, v, self.int_weight, self.grad_weight_at(step))
 
     def recon_terms(self, recon: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        return reconstruction_loss(
-            recon, target, self.recon_kind, self.recon_int_weight, self.recon_grad_weight
-        )
+        return reconstruction_loss(recon, target, self.recon_kind, self.recon_int_weight, self.recon_grad_weight)
 
     @torch.no_grad()
     def evaluate(self, batch: torch.Tensor, step: int = 0) -> dict[str, float]:
@@ -719,9 +645,7 @@ class ReFusionTrainer(Trainer):
             "recon_grad": float(lr_["grad"]),
         }
 
-    def fusion_step(
-        self, batch: torch.Tensor, step: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def fusion_step(self, batch: torch.Tensor, step: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         x, target = self.prepare(batch)
         self.opt_fusion.zero_grad(set_to_none=True)
         fused = self.fusion(x)
@@ -738,9 +662,7 @@ class ReFusionTrainer(Trainer):
         self, batch: torch.Tensor, step: int, lr: float
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if batch.shape[0] < 2:
-            raise ValueError(
-                "refusion trainer: a meta step splits the batch in two halves; use batch_size >= 2"
-            )
+            raise ValueError("refusion trainer: a meta step splits the batch in two halves; use batch_size >= 2")
         half = batch.shape[0] // 2
         x_tr, target_tr = self.prepare(batch[:half])
         x_te, target_te = self.prepare(batch[half : 2 * half])
@@ -758,9 +680,7 @@ class ReFusionTrainer(Trainer):
         if self.meta_update_r:
             lr_tr = self.recon_terms(functional_call(self.recon, params_r, (fused_tr.detach(),)), target_tr)
             grads_r = torch.autograd.grad(lr_tr["total"], list(params_r.values()))
-            params_r = {
-                n: (p - inner_lr * g).detach() for (n, p), g in zip(params_r.items(), grads_r, strict=True)
-            }
+            params_r = {n: (p - inner_lr * g).detach() for (n, p), g in zip(params_r.items(), grads_r, strict=True)}
 
         # outer update of P from the reconstruction loss on the meta-test half, through F'
         fused_te = functional_call(self.fusion, fast_f, (x_te,))

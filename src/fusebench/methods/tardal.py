@@ -54,14 +54,13 @@ import torch
 from torch import nn
 
 from ..losses import gradient_magnitude, ssim_map
-from .base import METHODS, LearnedMethod
+from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import AdversarialTrainer, WGANDiv, check_options, forward_with_bn_mode, parameter_count, seeded
 
 VARIANTS = ("tardal", "tardal+", "tardal++")
 #: BatchNorm mode the authors use with each official weight file
 VARIANT_BN = {"tardal": "train", "tardal+": "eval", "tardal++": "eval"}
 BN_MODES = ("train", "eval")
-WEIGHT_SOURCES = ("trained", "official")
 DETAIL_REAL = ("paper", "v0")
 OFFICIAL_KEYS = 46
 
@@ -174,16 +173,6 @@ def visual_saliency(x: torch.Tensor) -> torch.Tensor:
     return sal.reshape(x.shape).to(x.dtype)
 
 
-def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tardal: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"tardal: {path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def flush_subnormals(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
     """Zero the subnormal entries of the floating-point tensors; returns the new state and how many."""
     out, count = {}, 0
@@ -197,12 +186,6 @@ def flush_subnormals(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
 
 
 # ---------------------------------------------------------------------------------------------- method
-def _check(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"tardal: {name} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
 @METHODS.register("tardal")
 class TarDAL(LearnedMethod):
     """Options:
@@ -210,7 +193,6 @@ class TarDAL(LearnedMethod):
     * ``variant`` ("tardal" | "tardal+" | "tardal++", default "tardal"): which official weight file a weights
       folder resolves to (``<variant>.pt``) and the BatchNorm mode (train for tardal, eval for +/++);
     * ``bn_mode`` ("train" | "eval"): overrides the variant's BatchNorm mode;
-    * ``weights`` ("trained" | "official") and ``weights_path`` (a .pt file, or the folder holding the three);
     * ``flush_denormal`` (default true): zero subnormal weights on loading.
     """
 
@@ -236,17 +218,15 @@ class TarDAL(LearnedMethod):
         "adversarial_grad": True,
         "detail_real": "paper",
     }
+    network: ClassVar[type[nn.Module]] = TarDALGenerator
+    network_kind: ClassVar[str] = "a TarDAL v0 generator"
+    net: TarDALGenerator | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.variant = _check("variant", str(self.options.get("variant", "tardal")), VARIANTS)
-        self.bn_mode = _check("bn_mode", str(self.options.get("bn_mode", VARIANT_BN[self.variant])), BN_MODES)
-        self.weights = _check("weights", str(self.options.get("weights", "trained")), WEIGHT_SOURCES)
-        if self.weights == "official" and not self.options.get("weights_path"):
-            raise ValueError("tardal: weights='official' needs the option weights_path (.pt file or folder)")
+        self.variant = choice(self.name, "variant", self.options.get("variant", "tardal"), VARIANTS)
+        self.bn_mode = choice(self.name, "bn_mode", self.options.get("bn_mode", VARIANT_BN[self.variant]), BN_MODES)
         self.flush_denormal = bool(self.options.get("flush_denormal", True))
-        self.device = torch.device("cpu")
-        self.net: TarDALGenerator | None = None
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> TarDALTrainer:
@@ -259,36 +239,21 @@ class TarDAL(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` written by :class:`TarDALTrainer` (the v0 state-dict layout)."""
-        self._set_net(load_state(checkpoint, device), device, Path(checkpoint))
+        self._set_net(load_state(checkpoint, device, self.name), device, Path(checkpoint))
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load ``tardal.pt`` / ``tardal+.pt`` / ``tardal++.pt`` (a file, or their folder: ``variant``
         picks the file)."""
         path = self.official_file(weights)
-        state = load_state(path, device)
+        state = load_state(path, device, self.name)
         if len(state) != OFFICIAL_KEYS:
             raise ValueError(f"tardal: {path} has {len(state)} entries, the v0 files have {OFFICIAL_KEYS}")
         self._set_net(state, device, path)
 
-    def load_weights(self, checkpoint: Path | None = None, device: str = "cpu") -> None:
-        """Load what the ``weights`` option asks for: ``checkpoint`` (trained) or ``weights_path``."""
-        if self.weights == "official":
-            self.load_official(Path(self.options["weights_path"]), device)
-        elif checkpoint is None:
-            raise ValueError("tardal: weights='trained' needs the checkpoint written by training (model.pt)")
-        else:
-            self.load(checkpoint, device)
-
-    def _set_net(self, state: dict[str, torch.Tensor], device: str, source: Path) -> None:
-        net = TarDALGenerator()
-        missing = set(net.state_dict()) - set(state)
-        if missing:
-            raise ValueError(f"tardal: {source} is not a TarDAL v0 generator (missing {sorted(missing)[:3]})")
+    def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:
         if self.flush_denormal:
-            state, _ = flush_subnormals(state)
-        net.load_state_dict(state, strict=True)
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+            state, _ = flush_subnormals(dict(state))
+        super()._set_net(state, device, source)
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -297,19 +262,13 @@ class TarDAL(LearnedMethod):
 
     def fuse_raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The network's tanh output (HxW float32 in [-1, 1]) before clipping."""
-        if self.net is None:
-            if self.weights == "official":
-                self.load_official(Path(self.options["weights_path"]), str(self.options.get("device", "cpu")))
-            else:
-                raise RuntimeError("tardal: no weights loaded; call load(model.pt) or load_weights() first")
-        assert self.net is not None
+        net = self._require(self.net)
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"tardal: expected two HxW images of the same size, got {a.shape} and {b.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(np.stack([a, b])))[None].to(self.device)
         with torch.inference_mode():
-            out = forward_with_bn_mode(self.net, x, self.bn_mode)
-        return out[0, 0].float().cpu().numpy()
+            out = forward_with_bn_mode(net, self.to_tensor(a, b), self.bn_mode)
+        return to_image(out)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -338,7 +297,7 @@ class TarDALTrainer(AdversarialTrainer):
         self.c1, self.c2 = (float(w) for w in adv_weight)
         self.mask_spread = float(mask_spread)
         self.adversarial_grad = bool(adversarial_grad)
-        self.detail_real = _check("detail_real", detail_real, DETAIL_REAL)
+        self.detail_real = choice("tardal", "detail_real", detail_real, DETAIL_REAL)
         size = int(patch_size)
         generator = seeded(seed, TarDALGenerator)
         target = seeded(None if seed is None else seed + 1, lambda: TarDALDiscriminator(32, size))

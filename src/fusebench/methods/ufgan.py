@@ -47,13 +47,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import METHODS, LearnedMethod
+from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, AdversarialTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
 
 SHRINK = 8  # output = input - 8
 PAD = SHRINK // 2
 MIN_SIZE = 126
-WEIGHT_SOURCES = ("trained",)
 CONTENT = ("norm", "mse")
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -173,16 +172,6 @@ def laplacian_zero(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k, padding=1, groups=x.shape[1])
 
 
-def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ufgan: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"ufgan: {path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 # ---------------------------------------------------------------------------------------------- method
 @METHODS.register("ufgan")
 class UFGAN(LearnedMethod):
@@ -203,31 +192,21 @@ class UFGAN(LearnedMethod):
         "g_every": 2,
         "content": "norm",
     }
+    network: ClassVar[type[nn.Module]] = UFGANGenerator
+    network_kind: ClassVar[str] = "a U_GAN state dict"
+    net: UFGANGenerator | None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        weights = str(self.options.get("weights", "trained"))
-        if weights not in WEIGHT_SOURCES:
-            raise ValueError(f"ufgan: no official weights are published; weights must be 'trained', got {weights!r}")
-        self.bn_mode = str(self.options.get("bn_mode", "eval"))
-        if self.bn_mode not in ("train", "eval"):
-            raise ValueError(f"ufgan: bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
-        self.device = torch.device("cpu")
-        self.net: UFGANGenerator | None = None
+        self.bn_mode = choice(self.name, "bn_mode", self.options.get("bn_mode", "eval"), ("train", "eval"))
 
     def trainer(self, device: str, **train_options: Any) -> UFGANTrainer:
         return UFGANTrainer(device, **train_options)
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
-        """Load ``model.pt`` written by :class:`UFGANTrainer` (or a ``G_<epoch>.pth`` of the repository)."""
-        state = load_state(checkpoint, device)
-        net = UFGANGenerator()
-        missing = set(net.state_dict()) - set(state)
-        if missing:
-            raise ValueError(f"ufgan: {checkpoint} is not a U_GAN state dict (missing {sorted(missing)[:3]})")
-        net.load_state_dict(state, strict=True)
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        """Load ``model.pt`` written by :class:`UFGANTrainer` (or a ``G_<epoch>.pth`` of the repository).
+        No official weights are published (:meth:`load_official` raises)."""
+        self._set_net(load_state(checkpoint, device, self.name), device, Path(checkpoint))
 
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a`` infrared, ``b`` visible (gray, [0, 1]) -> ``out / 2 + 0.5`` clipped to [0, 1]."""
@@ -235,8 +214,7 @@ class UFGAN(LearnedMethod):
 
     def fuse_raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The tanh output (HxW, [-1, 1]); sources normalised to [-1, 1] and padded by 4 pixels (value 0)."""
-        if self.net is None:
-            raise RuntimeError("ufgan: no weights loaded; call load(model.pt) first")
+        net = self._require(self.net)
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"ufgan: expected two HxW images of the same size, got {a.shape} and {b.shape}")
@@ -244,10 +222,9 @@ class UFGAN(LearnedMethod):
             raise ValueError(f"ufgan: images must be at least {MIN_SIZE - SHRINK}x{MIN_SIZE - SHRINK}, got {a.shape}")
         x = np.stack([a, b]) * np.float32(2.0) - np.float32(1.0)
         x = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)), mode="constant", constant_values=0.0)
-        t = torch.from_numpy(np.ascontiguousarray(x))[None].to(self.device)
         with torch.inference_mode():
-            out = forward_with_bn_mode(self.net, t, self.bn_mode)
-        return out[0, 0].float().cpu().numpy()
+            out = forward_with_bn_mode(net, self.to_tensor(*x), self.bn_mode)
+        return to_image(out)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -268,9 +245,8 @@ class UFGANTrainer(AdversarialTrainer):
         **other: Any,
     ) -> None:
         check_options("ufgan", other)
-        if content not in CONTENT:
-            raise ValueError(f"ufgan: content must be one of {', '.join(CONTENT)}, got {content!r}")
-        self.lam, self.xi, self.content = float(lam), float(xi), content
+        self.content = choice("ufgan", "content", content, CONTENT)
+        self.lam, self.xi = float(lam), float(xi)
         generator = seeded(seed, UFGANGenerator)
         disc = seeded(None if seed is None else seed + 1, UFGANDiscriminator)
         super().__init__(

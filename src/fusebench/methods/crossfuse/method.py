@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ...training import Trainer
-from ..base import METHODS, LearnedMethod
+from ...training import Trainer, check_options, seeded
+from ..base import METHODS, LearnedMethod, load_state, to_image
 from .losses import MASK_KINDS, MS_SSIM_KINDS, fusion_loss, reconstruction_loss
 from .network import AutoEncoder, FusionNet
 
@@ -25,17 +25,6 @@ OFFICIAL_FILES = {
 }
 _OFFICIAL_SUBDIRS = ("", "autoencoder", "transfuse", "models/autoencoder", "models/transfuse")
 _OPTION_OF_PART = {"ir": "official_ir", "vi": "official_vi", "fusion": "official_fusion"}
-
-
-def load_state(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of a state dict (a DataParallel ``module.`` prefix is dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"crossfuse: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"crossfuse: {path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def official_paths(weights: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Path]:
@@ -107,7 +96,6 @@ class CrossFuse(LearnedMethod):
             raise TypeError(f"crossfuse: unknown option(s) {', '.join(sorted(unknown))}")
         self.shift = bool(self.options.get("shift", True))
         self.ir_scale = float(self.options.get("ir_scale", 0.5))
-        self.device = torch.device("cpu")
         self.ae_ir: AutoEncoder | None = None
         self.ae_vi: AutoEncoder | None = None
         self.fusion: FusionNet | None = None
@@ -126,11 +114,9 @@ class CrossFuse(LearnedMethod):
     def load_official(self, weights: Path, device: str = "cpu") -> None:
         """Load the release's three files from the folder ``weights`` (see :func:`official_paths`)."""
         paths = official_paths(Path(weights), self.options)
-        self._set(*(load_state(paths[part], device) for part in ("ir", "vi", "fusion")), device)
+        self._set(*(load_state(paths[part], device, self.name) for part in ("ir", "vi", "fusion")), device)
 
-    def _set(
-        self, ir: Mapping[str, Any], vi: Mapping[str, Any], fusion: Mapping[str, Any], device: str
-    ) -> None:
+    def _set(self, ir: Mapping[str, Any], vi: Mapping[str, Any], fusion: Mapping[str, Any], device: str) -> None:
         ae_ir, ae_vi = AutoEncoder(), AutoEncoder()
         net = FusionNet(ir_scale=self.ir_scale)
         for module, state, what in (
@@ -141,40 +127,29 @@ class CrossFuse(LearnedMethod):
             try:
                 module.load_state_dict(dict(state), strict=True)
             except RuntimeError as err:
-                raise ValueError(
-                    f"crossfuse: the {what} weights do not match the architecture: {err}"
-                ) from None
-        self.device = torch.device(device)
-        self.ae_ir = ae_ir.to(self.device).eval()
-        self.ae_vi = ae_vi.to(self.device).eval()
-        self.fusion = net.to(self.device).eval()
+                raise ValueError(f"crossfuse: the {what} weights do not match the architecture: {err}") from None
+        self.ae_ir = self._to_device(ae_ir, device)
+        self.ae_vi = self._to_device(ae_vi, device)
+        self.fusion = self._to_device(net, device)
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Fuse infrared ``a`` and visible ``b`` (HxW float32 in [0, 1]) as the release's test script does:
         whole images through both encoders, the CAM on 32x32 tiles of the deep features (shift on), decoder,
         per-image min-max normalisation. Returns HxW float32 in [0, 1)."""
-        if self.fusion is None or self.ae_ir is None or self.ae_vi is None:
-            raise RuntimeError(
-                "crossfuse: no weights loaded; call load(model.pt) or load_official(folder) first"
-            )
+        ae_ir, ae_vi, fusion = self._require(self.ae_ir), self._require(self.ae_vi), self._require(self.fusion)
         a = np.asarray(a, dtype=np.float32)
         b = np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
-            raise ValueError(
-                f"crossfuse: expected two HxW images of the same size, got {a.shape} and {b.shape}"
-            )
+            raise ValueError(f"crossfuse: expected two HxW images of the same size, got {a.shape} and {b.shape}")
         if min(a.shape) < 16:
             # the deep maps (1/8 size) must be at least 2x2 for the decoder's reflection padding
             raise ValueError(f"crossfuse: images must be at least 16x16, got {a.shape}")
         with torch.inference_mode():
-            ir_sh, ir_de = self.ae_ir.encode(self._tensor(a))
-            vi_sh, vi_de = self.ae_vi.encode(self._tensor(b))
-            out = self.fusion(ir_sh, vi_sh, ir_de, vi_de, shift_flag=self.shift, tiled=True)
-        return np.clip(out[0, 0].float().cpu().numpy(), 0.0, 1.0).astype(np.float32)
-
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(image))[None, None].to(self.device)
+            ir_sh, ir_de = ae_ir.encode(self.to_tensor(a))
+            vi_sh, vi_de = ae_vi.encode(self.to_tensor(b))
+            out = fusion(ir_sh, vi_sh, ir_de, vi_de, shift_flag=self.shift, tiled=True)
+        return np.clip(to_image(out), 0.0, 1.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- trainer
@@ -192,7 +167,6 @@ class CrossFuseTrainer(Trainer):
     once ``ae_lr_drop`` / ``cam_lr_drop`` of that stage is done (the release: x0.1 from its third epoch on).
     """
 
-    LOOP_KEYS: ClassVar[frozenset[str]] = frozenset({"batch_size", "checkpoint_every", "patch_size"})
     LOSS_KEYS: ClassVar[tuple[str, ...]] = ("loss", "ae_ir", "ae_vi", "intensity", "gradient", "lr")
 
     def __init__(
@@ -219,9 +193,7 @@ class CrossFuseTrainer(Trainer):
         **other: Any,
     ) -> None:
         super().__init__(device)
-        unknown = set(other) - self.LOOP_KEYS
-        if unknown:
-            raise TypeError(f"crossfuse trainer: unknown option(s) {', '.join(sorted(unknown))}")
+        check_options("crossfuse", other)  # `steps` is a parameter here, so never among `other`
         if stage1_steps is None:
             if steps is None:
                 raise TypeError(
@@ -229,9 +201,7 @@ class CrossFuseTrainer(Trainer):
                     "boundary at stage1_fraction * steps) or `stage1_steps`"
                 )
             if not 0.0 <= float(stage1_fraction) <= 1.0:
-                raise ValueError(
-                    f"crossfuse trainer: stage1_fraction must be in [0, 1], got {stage1_fraction}"
-                )
+                raise ValueError(f"crossfuse trainer: stage1_fraction must be in [0, 1], got {stage1_fraction}")
             stage1_steps = round(float(stage1_fraction) * int(steps))
         self.stage1_steps = int(stage1_steps)
         self.stage2_steps = None if steps is None else max(int(steps) - self.stage1_steps, 0)
@@ -253,15 +223,7 @@ class CrossFuseTrainer(Trainer):
         self.shift_train = bool(shift_train)
         self.seed = 0 if seed is None else int(seed)
 
-        def build() -> tuple[AutoEncoder, AutoEncoder, FusionNet]:
-            return AutoEncoder(), AutoEncoder(), FusionNet(ir_scale=ir_scale)
-
-        if seed is None:
-            nets = build()
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                nets = build()
+        nets = seeded(seed, lambda: (AutoEncoder(), AutoEncoder(), FusionNet(ir_scale=ir_scale)))
         self.ae_ir, self.ae_vi, self.fusion = (net.to(self.device) for net in nets)
         wd = float(weight_decay)
         self.opt_ir = _adam(list(self.ae_ir.parameters()), self.ae_lr, wd)
@@ -319,9 +281,7 @@ class CrossFuseTrainer(Trainer):
         if batch.ndim != 4 or batch.shape[1] != 2:
             raise ValueError(f"crossfuse trainer: expected a Bx2xHxW batch, got {tuple(batch.shape)}")
         if min(batch.shape[-2:]) < 16:
-            raise ValueError(
-                f"crossfuse trainer: patches must be at least 16x16, got {tuple(batch.shape[-2:])}"
-            )
+            raise ValueError(f"crossfuse trainer: patches must be at least 16x16, got {tuple(batch.shape[-2:])}")
         batch = batch.to(self.device, torch.float32)
         lr = self.learning_rate(step)
         out = dict.fromkeys(self.LOSS_KEYS, float("nan"))
@@ -364,9 +324,7 @@ class CrossFuseTrainer(Trainer):
             ir_sh, ir_de = self.ae_ir.encode(ir)
             vi_sh, vi_de = self.ae_vi.encode(vi)
         out = self.fusion(ir_sh, vi_sh, ir_de, vi_de, shift_flag=self.shift_train, tiled=False) * SCALE
-        return fusion_loss(
-            out, ir * SCALE, vi * SCALE, self.gradient_weight, self.mask_size, self.intensity_mask
-        )
+        return fusion_loss(out, ir * SCALE, vi * SCALE, self.gradient_weight, self.mask_size, self.intensity_mask)
 
     def _stage2(self, batch: torch.Tensor, lr: float) -> dict[str, float]:
         self.fusion.train()
