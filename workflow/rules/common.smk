@@ -84,6 +84,11 @@ def train_settings(key):
     return {**TRAINING.get("defaults", {}), **method_entry(key).get("train", {})}
 
 
+def patch_size(key):
+    """Methods trained on another patch size than the default say so in their `train` entry."""
+    return train_settings(key).get("patch_size", PATCH["size"])
+
+
 def all_metrics(wildcards):
     return [f"results/metrics/{d}/{m}.csv" for d in BENCH_DATASETS for m in methods_for(d)]
 

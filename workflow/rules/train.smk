@@ -1,6 +1,6 @@
 rule train:
     input:
-        lambda wc: f"results/patches/{wc.dataset}_{PATCH['size']}.npy",
+        lambda wc: f"results/patches/{wc.dataset}_{patch_size(wc.method)}.npy",
     output:
         # checkpoint.pt and loss.csv live beside model.pt but are not declared outputs, so Snakemake
         # keeps them when a killed job is retried: the retry resumes from the last checkpoint.
