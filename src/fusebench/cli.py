@@ -105,10 +105,12 @@ def train_command(
             f"{method} is not a learned method; it needs no training", param_hint="--method"
         )
     dev = pick_device(device)
+    data = load_patches(patches)
     seed_everything(seed)  # before the networks are built, so their initial weights follow the seed
-    trainer = fusion.trainer(dev, steps=steps, **_json(train_options, "--train-options"))
+    options_ = {"steps": steps, "patch_size": data.shape[-1], **_json(train_options, "--train-options")}
+    trainer = fusion.trainer(dev, **options_)
     settings = TrainSettings(steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every)
-    final = train(trainer, load_patches(patches), settings, out, progress=progress)
+    final = train(trainer, data, settings, out, progress=progress)
     typer.echo(f"trained {method} on {dev} -> {final}")
 
 

@@ -99,7 +99,8 @@ class LearnedMethod(FusionMethod):
         """A fresh trainer for this method (model(s), optimiser(s), loss).
 
         ``train_options`` are the config's trainer options plus ``steps``, the length of the run (for
-        learning-rate schedules and stage boundaries).
+        learning-rate schedules and stage boundaries), and ``patch_size``, the side of the training patches
+        (for networks sized by their input, such as fully connected discriminators).
         """
 
     @abstractmethod
