@@ -49,9 +49,7 @@ class SlurmCluster:
         return self.state_dir / "jobcomp.log"
 
     def script(self, command: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["bash", str(SCRIPT), command, str(self.state_dir)], capture_output=True, text=True, **kw
-        )
+        return subprocess.run(["bash", str(SCRIPT), command, str(self.state_dir)], capture_output=True, text=True, **kw)
 
     def finished_jobs(self) -> dict[str, dict[str, str]]:
         """Job-completion records (jobcomp/filetxt) by job id; the last record of an id wins."""
@@ -65,9 +63,7 @@ class SlurmCluster:
 
     def show_job(self, job_id: str) -> str:
         """`scontrol show job` (works for MinJobAge = 300 s after the job ended)."""
-        return subprocess.run(
-            ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True
-        ).stdout
+        return subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
 
     def snakemake(
         self, workdir: Path, *args: str, snakefile: Path | None = None, log: Path | None = None, **popen_kw
@@ -94,9 +90,7 @@ class SlurmCluster:
         cmd += list(args)
         out = open(log, "w") if log else subprocess.DEVNULL
         try:
-            return subprocess.Popen(
-                cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, **popen_kw
-            )
+            return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, **popen_kw)
         finally:
             if log:
                 out.close()

@@ -167,9 +167,7 @@ def _expected_fusion(net: CDDFuseNet, vis: np.ndarray, ir: np.ndarray, residual:
         ({"variant": "ivf", "visible": "a", "residual": "sum"}, "a", "sum"),  # test_MIF.py, IVF weights
     ],
 )
-def test_fusion_follows_the_test_scripts(
-    tmp_path: Path, options: dict[str, Any], vis_is: str, residual: str
-) -> None:
+def test_fusion_follows_the_test_scripts(tmp_path: Path, options: dict[str, Any], vis_is: str, residual: str) -> None:
     net = _random_net(1)
     path = tmp_path / "w.pth"
     torch.save(_official_checkpoint(net), path)

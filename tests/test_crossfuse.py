@@ -321,9 +321,7 @@ def test_gradient_loss_by_hand() -> None:
 def test_stage1_steps_reduce_the_reconstruction_loss(msrs) -> None:
     # the stage-1 sub-batch is a pure function of (batch size, count, seed, step): the same after a resume
     picks = [stage1_subset(8, 2, 0, step) for step in (5, 5, 6)]
-    assert (
-        np.array_equal(picks[0], picks[1]) and len(picks[0]) == 2 and not np.array_equal(picks[0], picks[2])
-    )
+    assert np.array_equal(picks[0], picks[1]) and len(picks[0]) == 2 and not np.array_equal(picks[0], picks[2])
     assert np.array_equal(stage1_subset(2, 2, 0, 7), [0, 1])
     trainer = CrossFuseTrainer("cpu", stage1_steps=100, ae_batch_size=2, seed=0)
     assert trainer.stage(0) == 1 and trainer.stage(99) == 1 and trainer.stage(100) == 2

@@ -132,9 +132,7 @@ def test_registry_has_every_required_dataset() -> None:
     for name, (task, modalities, folder, splits) in EXPECTED.items():
         spec = DATASETS.get(name)
         assert (spec.name, spec.task, spec.modalities, spec.folder) == (name, task, modalities, folder)
-        assert {key: split.split for key, split in spec.splits.items()} == {
-            k: v[0] for k, v in splits.items()
-        }
+        assert {key: split.split for key, split in spec.splits.items()} == {k: v[0] for k, v in splits.items()}
         for key, (_, count) in splits.items():
             assert len(spec.pair_names(key)) == count, (name, key)
         assert spec.description and spec.citation
@@ -175,9 +173,7 @@ def test_subsets_match_bundle_split_lists(mirror: Path) -> None:
 def test_files_max_pairs_keeps_first_pairs_in_order() -> None:
     spec = DATASETS.get("MSRS")
     files = spec.files("test", max_pairs=3)
-    assert [(f.pair, f.modality) for f in files] == [
-        (p, m) for p in spec.pair_names("test")[:3] for m in ("ir", "vi")
-    ]
+    assert [(f.pair, f.modality) for f in files] == [(p, m) for p in spec.pair_names("test")[:3] for m in ("ir", "vi")]
     assert len(spec.files("test", max_pairs=1000)) == 44
     with pytest.raises(ValueError):
         spec.files("test", max_pairs=0)
@@ -191,9 +187,7 @@ def test_unknown_dataset_lists_known_names() -> None:
 
 
 def test_files_csv_is_reproducible_from_manifest(mirror: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "update_dataset_files", REPO / "scripts/update_dataset_files.py"
-    )
+    spec = importlib.util.spec_from_file_location("update_dataset_files", REPO / "scripts/update_dataset_files.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     packaged = (REPO / "src/fusebench/datasets/files.csv").read_text(encoding="utf-8")
@@ -254,9 +248,7 @@ def test_registry_yaml_errors_are_clear(text: str, message: str) -> None:
 
 
 def test_registry_pair_missing_from_files_csv_is_reported() -> None:
-    registry = load_registry(
-        _yaml('task: ivif, modalities: [ir, vi], splits: {test: {split: test, pairs: ["99"]}}')
-    )
+    registry = load_registry(_yaml('task: ivif, modalities: [ir, vi], splits: {test: {split: test, pairs: ["99"]}}'))
     with pytest.raises(DatasetError, match=r"pairs \['99'\]"):
         registry.get("X").files("test")
 
@@ -317,15 +309,11 @@ def test_download_is_idempotent(mirror: Path, tmp_path: Path, monkeypatch: pytes
     assert (out / MARKER).is_file()
 
 
-def test_mirror_from_environment_and_file_url(
-    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mirror_from_environment_and_file_url(mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSEBENCH_MIRROR", mirror.as_uri())
     paths = download_split("VIFB", "test", tmp_path / "out", max_pairs=1, progress=False)
     rows = _manifest_rows(mirror)
-    assert [_sha256(p) for p in paths] == [
-        rows[e.path]["sha256"] for e in DATASETS.get("VIFB").files("test", 1)
-    ]
+    assert [_sha256(p) for p in paths] == [rows[e.path]["sha256"] for e in DATASETS.get("VIFB").files("test", 1)]
 
 
 def test_wrong_existing_file_is_replaced(mirror: Path, tmp_path: Path) -> None:
@@ -400,9 +388,7 @@ def test_corrupt_upstream_file_fails(mirror: Path, tmp_path: Path, monkeypatch: 
 def _reencoded_entries() -> list[FileEntry]:
     """MEFB TIFFs (RGB) and MFIFB BMPs of each bundle mode: L, RGB(gray) and RGB."""
     mefb = DATASETS.get("MEFB").files("test", max_pairs=1)  # '507' sorts first: a TIFF pair
-    mfifb = [
-        e for e in DATASETS.get("MFIFB").files("test") if e.pair in ("aymaz_01", "aymaz_09", "newspaper")
-    ]
+    mfifb = [e for e in DATASETS.get("MFIFB").files("test") if e.pair in ("aymaz_01", "aymaz_09", "newspaper")]
     entries = mefb + mfifb
     assert all(e.reencoded for e in entries)
     assert {e.mode for e in mfifb} == {"L", "RGB(gray)", "RGB"}
@@ -443,9 +429,7 @@ def _other_png_encoder(image: Image.Image, path: Path) -> None:
     Image.frombytes(image.mode, image.size, image.tobytes()).save(path, format="PNG", compress_level=1)
 
 
-def test_reencoding_with_another_png_encoder(
-    mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_reencoding_with_another_png_encoder(mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Different PNG bytes (another Pillow/zlib) pass only when the upstream git blob id matches."""
     entries = _reencoded_entries()[:2]
     upstream = _fake_upstream(mirror, entries, tmp_path / "upstream")

@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slow
 
 def run(*cmd: str, cwd: Path) -> str:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, (
-        f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    )
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result.stdout + result.stderr
 
 
@@ -30,9 +28,7 @@ def project(tmp_path: Path, shared: Path) -> Path:
         if (REPO / name).is_file():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, project / name)
-    write_config(
-        project / "config" / "ci.yaml", small_config(shared, steps=20, datasets=["TNO", "Harvard-MRI-CT"])
-    )
+    write_config(project / "config" / "ci.yaml", small_config(shared, steps=20, datasets=["TNO", "Harvard-MRI-CT"]))
     params = yaml.safe_load((project / "params.yaml").read_text())
     params.update(configfile="config/ci.yaml", cores=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params))

@@ -82,9 +82,7 @@ def build_results(root: Path, mirror: Path, pairs: int = 2) -> Path:
                 fused = np.clip(FUSE[method](a, b), 0, 1).astype(np.float32)
                 write_png(results / "fused" / dataset / method / f"{name}.png", fused)
                 rmse = float(np.mean([np.sqrt(np.mean((fused - s) ** 2)) for s in (a, b)]))
-                rows[method].append(
-                    {"image": name, "EN": _entropy(fused), "SD": fused.std() * 255, "RMSE": rmse}
-                )
+                rows[method].append({"image": name, "EN": _entropy(fused), "SD": fused.std() * 255, "RMSE": rmse})
         for method in METHODS:
             runtime = results / "fused" / dataset / method / "runtime.csv"
             pd.DataFrame({"image": names, "seconds": SECONDS[method]}).to_csv(runtime, index=False)
@@ -94,9 +92,7 @@ def build_results(root: Path, mirror: Path, pairs: int = 2) -> Path:
     log = results / "models" / "max" / "MSRS" / "loss.csv"
     log.parent.mkdir(parents=True)
     steps = np.arange(1, 201)
-    pd.DataFrame({"step": steps, "loss": 1 / np.sqrt(steps), "ssim": 0.5 / steps**0.3}).to_csv(
-        log, index=False
-    )
+    pd.DataFrame({"step": steps, "loss": 1 / np.sqrt(steps), "ssim": 0.5 / steps**0.3}).to_csv(log, index=False)
     return results
 
 
@@ -165,10 +161,7 @@ def test_best_values_are_marked(report: Path) -> None:
     page.feed(report.read_text(encoding="utf-8"))
     results = report.parent.parent
     for dataset in DATASETS:
-        means = {
-            m: pd.read_csv(results / "metrics" / dataset / f"{m}.csv").mean(numeric_only=True)
-            for m in METHODS
-        }
+        means = {m: pd.read_csv(results / "metrics" / dataset / f"{m}.csv").mean(numeric_only=True) for m in METHODS}
         for metric, higher in (("EN", True), ("SD", True), ("RMSE", False)):
             values = {m: means[m][metric] for m in METHODS}
             best = (max if higher else min)(values, key=values.get)

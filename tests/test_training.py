@@ -118,9 +118,7 @@ def test_batches_depend_only_on_seed_and_step() -> None:
 
 def test_same_seed_same_weights(reference_run: Path, patches: np.ndarray, tmp_path: Path) -> None:
     torch.manual_seed(12345)  # the global RNG state must not matter: the trainer seeds its own init
-    train(
-        densefuse_trainer(), patches, TrainSettings(10, 2, SEED, checkpoint_every=3), tmp_path, progress=False
-    )
+    train(densefuse_trainer(), patches, TrainSettings(10, 2, SEED, checkpoint_every=3), tmp_path, progress=False)
     assert_same_weights(tmp_path / FINAL, reference_run / FINAL)
     assert log_rows(tmp_path) == log_rows(reference_run)
 

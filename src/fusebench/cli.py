@@ -18,15 +18,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("datasets", help="List the registered datasets, their tasks, modalities and splits.")(
-    list_command
-)
+app.command("datasets", help="List the registered datasets, their tasks, modalities and splits.")(list_command)
 app.command("download", help="Fetch a dataset split (mirror first, then pinned upstream), sha256-checked.")(
     download_command
 )
-app.command("metrics", help="Score fused images against their sources; one CSV row per image.")(
-    metrics_command
-)
+app.command("metrics", help="Score fused images against their sources; one CSV row per image.")(metrics_command)
 app.command("fetch-weights", help="Fetch the authors' pinned weights (mirror first), verified by blob id.")(
     weights_command
 )
@@ -66,9 +62,7 @@ def methods_command() -> None:
 def patches_command(
     dataset: Annotated[str, typer.Option(help="Registered dataset name (gives the modalities).")],
     sources: Annotated[Path, typer.Option(help="Downloaded split folder, e.g. results/data/MSRS/train.")],
-    out: Annotated[
-        Path, typer.Option(help="Output .npy (a .json with the parameters is written beside it).")
-    ],
+    out: Annotated[Path, typer.Option(help="Output .npy (a .json with the parameters is written beside it).")],
     size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 128,
     stride: Annotated[int, typer.Option(help="Grid step in pixels.")] = 200,
     min_contrast: Annotated[float, typer.Option(help="Drop patches with (p90-p10)/255 below this.")] = 0.1,
@@ -101,9 +95,7 @@ def train_command(
 
     fusion = create(method, **_json(options, "--options"))
     if not isinstance(fusion, LearnedMethod):
-        raise typer.BadParameter(
-            f"{method} is not a learned method; it needs no training", param_hint="--method"
-        )
+        raise typer.BadParameter(f"{method} is not a learned method; it needs no training", param_hint="--method")
     dev = pick_device(device)
     data = load_patches(patches)
     seed_everything(seed)  # before the networks are built, so their initial weights follow the seed

@@ -35,9 +35,7 @@ def read_uint8(path: str | os.PathLike[str]) -> np.ndarray:
             else:
                 array = np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageReadError(
-            f"{path}: cannot decode image ({exc}); the file is corrupt or truncated"
-        ) from exc
+        raise ImageReadError(f"{path}: cannot decode image ({exc}); the file is corrupt or truncated") from exc
     if array.ndim == 3 and _is_gray_rgb(array):
         array = array[..., 0]
     return np.ascontiguousarray(array)

@@ -56,9 +56,7 @@ def gaussian_window(
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(
-            f"expected two NCHW tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
+        raise ValueError(f"expected two NCHW tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
 def ssim_map(

@@ -125,8 +125,7 @@ def parse_registry(data: Any, source: str = "registry") -> dict[str, WeightsEntr
         if unknown:
             raise ValueError(f"{source}: entry {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
         fields = {
-            k: (str(v) if k in {"commit", "git_blob_sha1", "sha256"} and v is not None else v)
-            for k, v in item.items()
+            k: (str(v) if k in {"commit", "git_blob_sha1", "sha256"} and v is not None else v) for k, v in item.items()
         }
         entries[str(name)] = WeightsEntry(name=str(name), **fields)
     return entries
@@ -304,9 +303,7 @@ def fetch_weights(
         _write_sidecar(target, digests["sha256"])
         log.info("weights %s verified (git blob %s) -> %s", entry.name, digests["git_blob_sha1"], target)
         return target
-    ids = ", ".join(
-        f"{k} {v}" for k, v in (("git blob id", entry.git_blob_sha1), ("sha256", entry.sha256)) if v
-    )
+    ids = ", ".join(f"{k} {v}" for k, v in (("git blob id", entry.git_blob_sha1), ("sha256", entry.sha256)) if v)
     raise WeightsError(
         f"could not get a verified {entry.filename} for weights {entry.name!r} "
         f"({entry.repo}@{entry.commit}:{entry.path}; expected {ids}); nothing new was written to {target}.\n"
@@ -324,17 +321,13 @@ def _is_lfs_pointer(path: Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def weights_command(
-    name: Annotated[
-        str, typer.Argument(help="Registered weights name, e.g. cddfuse-ivf; 'list' lists them.")
-    ],
-    out: Annotated[
-        Path, typer.Option(help="Destination folder; the file goes to <out>/<folder>/<file>.")
-    ] = Path("weights"),
+    name: Annotated[str, typer.Argument(help="Registered weights name, e.g. cddfuse-ivf; 'list' lists them.")],
+    out: Annotated[Path, typer.Option(help="Destination folder; the file goes to <out>/<folder>/<file>.")] = Path(
+        "weights"
+    ),
     mirror: Annotated[
         str | None,
-        typer.Option(
-            help=f"Folder (or URL base) laid out <folder>/<file>, tried first; default ${MIRROR_ENV}."
-        ),
+        typer.Option(help=f"Folder (or URL base) laid out <folder>/<file>, tried first; default ${MIRROR_ENV}."),
     ] = None,
 ) -> None:
     """Fetch pinned official weights and verify them (git blob id / sha256)."""

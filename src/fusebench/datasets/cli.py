@@ -17,9 +17,7 @@ def download_command(
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
     out: Annotated[
         Path | None,
-        typer.Option(
-            help="Output folder (<out>/<modality>/<pair>.<ext>); default results/data/DATASET/SPLIT."
-        ),
+        typer.Option(help="Output folder (<out>/<modality>/<pair>.<ext>); default results/data/DATASET/SPLIT."),
     ] = None,
     mirror: Annotated[
         str | None,
@@ -29,9 +27,7 @@ def download_command(
             help="Mirror root laid out like the data bundle (folder, file:// or http(s) URL); tried first.",
         ),
     ] = None,
-    max_pairs: Annotated[
-        int | None, typer.Option("--max-pairs", min=1, help="Keep the first N pairs.")
-    ] = None,
+    max_pairs: Annotated[int | None, typer.Option("--max-pairs", min=1, help="Keep the first N pairs.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fetch a dataset split (mirror first, then the pinned upstream commit), sha256-checked."""
@@ -60,6 +56,4 @@ def list_command() -> None:
         rows.append((name, spec.task, ",".join(spec.modalities), ", ".join(splits)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
-        )
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])

@@ -2,13 +2,15 @@
 
 ``METRICS`` (registry of :class:`Metric`) and ``CONVENTIONS`` (registry of :class:`Convention`) are the
 extension points: a new metric is one ``@register_metric`` function, a new convention (another codebase's
-definitions) is one :class:`Convention` entry with parameter overrides. :func:`compute` scores arrays,
-:func:`score_folders` scores folders of images.
+definitions) is one :class:`Convention` entry with parameter overrides. :func:`compute` scores arrays or
+torch tensors (batched, on CPU or CUDA; the hot metrics have batched torch implementations registered with
+``register_torch``), :func:`score_folders` scores folders of images. docs/metrics.md documents every metric
+and convention.
 """
 
 from __future__ import annotations
 
-from . import features, information, perceptual, similarity  # noqa: F401  (register the metrics)
+from . import _torch, features, fmi, information, perceptual, similarity, vif  # noqa: F401  (register the metrics)
 from .api import PairingError, compute, score_folders
 from .base import (
     CONVENTIONS,
@@ -19,11 +21,14 @@ from .base import (
     clear_source_memo,
     per_source,
     register_metric,
+    register_torch,
 )
-from .conventions import VIFB, VIFB_NAMES
+from .conventions import CDDFUSE, FUSEBENCH, VIFB, VIFB_NAMES
 
 __all__ = [
+    "CDDFUSE",
     "CONVENTIONS",
+    "FUSEBENCH",
     "METRICS",
     "VIFB",
     "VIFB_NAMES",
@@ -35,5 +40,6 @@ __all__ = [
     "compute",
     "per_source",
     "register_metric",
+    "register_torch",
     "score_folders",
 ]

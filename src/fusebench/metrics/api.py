@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,24 +36,129 @@ def resolve_metrics(metrics: Sequence[str] | None) -> list[Metric]:
     return [METRICS.get(name) for name in METRICS.names() if name in set(wanted)]
 
 
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _infer_batched(x: Any, tensor: bool) -> bool:
+    """numpy: (N, H, W) or (N, H, W, 3) are batches; torch: (N, H, W) or (N, C, H, W)."""
+    if x.ndim == 4:
+        return True
+    if x.ndim == 3:
+        return (x.shape[0] not in (1, 3)) if tensor else (x.shape[2] not in (1, 3))
+    return False
+
+
+def _to_numpy_layout(x: Any, batched: bool) -> np.ndarray:
+    """A torch tensor in torch layout ((N,) (C,) H, W) as a numpy array in numpy layout ((N,) H, W (, C))."""
+    array = x.detach().cpu().numpy()
+    lead = 1 if batched else 0
+    if array.ndim == lead + 3:  # channels first -> last
+        array = np.moveaxis(array, lead, -1)
+    return array
+
+
 def compute(
-    fused: np.ndarray,
-    source_a: np.ndarray,
-    source_b: np.ndarray,
+    fused: Any,
+    source_a: Any,
+    source_b: Any,
     metrics: Sequence[str] | None = None,
     convention: str | Convention = "vifb",
-) -> dict[str, float]:
-    """Score one fused image against its two sources; ``{metric: value}`` in registry order.
+    *,
+    batch: bool | None = None,
+    backend: str | None = None,
+) -> dict[str, float] | dict[str, np.ndarray]:
+    """Score fused images against their two sources; ``{metric: value}`` in registry order.
 
-    Images are HxW (gray) or HxWx3 (RGB; three equal channels count as gray) numpy arrays of equal size.
-    uint8 arrays hold 0-255 values; float arrays are read on the convention's ``input_range`` - for ``vifb``
-    that is 0-255 too (VIFB scores the decoded 8-bit files), so pass ``fusebench.imageio.read_uint8`` output,
-    not ``read_image``'s [0, 1] floats (those trigger a warning).
+    Images are numpy arrays (HxW gray or HxWx3 RGB; three equal channels count as gray) or torch tensors
+    (HxW or CxHxW, C = 1 or 3), on any device. uint8 holds 0-255 values; floats are read on the
+    convention's ``input_range`` - 0-255 for ``vifb`` and ``cddfuse`` (pass ``fusebench.imageio.read_uint8``
+    output, not ``read_image``'s [0, 1] floats: those trigger a warning), [0, 1] for ``fusebench``.
+
+    A leading batch dimension ((N, H, W[, 3]) numpy, (N[, C], H, W) torch; ``batch`` forces or forbids it,
+    by default 4-D arrays and 3-D ones whose channel axis is not 1 or 3 are batches) gives one value per image:
+    ``{metric: float64 array (N,)}``. A source may be one image shared by the whole batch: numpy, with fewer
+    dimensions than the fused batch; torch, a 2-D tensor; both, a batch of 1 (e.g. a colour numpy source
+    (1, H, W, 3) for a gray fused batch, a colour tensor (1, 3, H, W)).
+
+    ``backend`` "numpy" (the reference implementations, image by image) or "torch" (batched torch
+    implementations on the tensors' device where a metric has one, see ``Metric.has_torch``; the others
+    run in numpy image by image). Default: "torch" for tensor input, else "numpy".
     """
     conv = resolve_convention(convention)
     chosen = resolve_metrics(metrics)
-    images = conv.prepare(fused, source_a, source_b)
-    return {m.name: m(images, **conv.metric_params(m.name)) for m in chosen}
+    tensor = any(_is_tensor(x) for x in (fused, source_a, source_b))
+    backend = backend or ("torch" if tensor else "numpy")
+    if backend not in ("numpy", "torch"):
+        raise ValueError(f"backend must be 'numpy' or 'torch', not {backend!r}")
+    batched = _infer_batched(fused, _is_tensor(fused)) if batch is None else batch
+    if backend == "torch":
+        return _compute_torch(fused, source_a, source_b, chosen, conv, batched)
+    if tensor:
+        fused, source_a, source_b = (
+            _to_numpy_layout(x, batched and x.ndim == fused.ndim) if _is_tensor(x) else x
+            for x in (fused, source_a, source_b)
+        )
+    if not batched:
+        images = conv.prepare(fused, source_a, source_b)
+        return {m.name: m(images, **conv.metric_params(m.name)) for m in chosen}
+    fused = np.asarray(fused)
+    rows = []
+    for i in range(len(fused)):
+        a, b = (_item(x, i, fused.ndim) for x in (source_a, source_b))
+        images = conv.prepare(fused[i], a, b)
+        rows.append([m(images, **conv.metric_params(m.name)) for m in chosen])
+    table = np.asarray(rows, dtype=np.float64).reshape(len(fused), len(chosen))
+    return {m.name: table[:, k] for k, m in enumerate(chosen)}
+
+
+def _item(source: Any, i: int, batch_ndim: int) -> Any:
+    """Image i of a batched source (as many dimensions as the fused batch; a batch of 1 is shared), or the
+    source itself when it is a single image."""
+    if np.ndim(source) != batch_ndim:
+        return source
+    return source[0] if len(source) == 1 else source[i]
+
+
+def _compute_torch(
+    fused: Any, source_a: Any, source_b: Any, chosen: list[Metric], conv: Convention, batched: bool
+) -> dict[str, float] | dict[str, np.ndarray]:
+    import torch
+
+    from . import _torch
+
+    device = next((x.device for x in (fused, source_a, source_b) if _is_tensor(x)), torch.device("cpu"))
+
+    def tensor(x: Any) -> torch.Tensor:
+        if _is_tensor(x):
+            return x.to(device)
+        array = np.asarray(x)
+        lead = 1 if batched and array.ndim == np.ndim(fused) else 0
+        if array.ndim == lead + 3:  # numpy channels last -> torch channels first
+            array = np.moveaxis(array, -1, lead)
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+    tensors = [tensor(x) for x in (fused, source_a, source_b)]
+    # batched: 4-D (N, C, H, W), 3-D (N, H, W), 2-D (H, W) shared; a batch of 1 is shared by all images
+    shared = [t[None] if not batched or t.ndim == 2 else t for t in tensors]
+    images = _torch.prepare(conv, *shared, batched=True)
+    out: dict[str, np.ndarray] = {}
+    fallback = [m for m in chosen if not m.has_torch]
+    for m in chosen:
+        if m.has_torch:
+            out[m.name] = _torch.run(m.name, images, conv.metric_params(m.name))
+    if fallback:
+        numpy_inputs = [_to_numpy_layout(t, True) for t in shared]
+        n = images.fused.shape[0]
+        for i in range(n):
+            images_i = conv.prepare(*(x[i] if len(x) > 1 else x[0] for x in numpy_inputs))
+            for m in fallback:
+                out.setdefault(m.name, np.empty(n))[i] = m(images_i, **conv.metric_params(m.name))
+    ordered = {m.name: out[m.name] for m in chosen}
+    if batched:
+        return ordered
+    return {name: float(values[0]) for name, values in ordered.items()}
 
 
 def _pair_files(source_a: Path, source_b: Path, fused: Path) -> list[tuple[str, Path, Path, Path]]:
@@ -64,9 +171,7 @@ def _pair_files(source_a: Path, source_b: Path, fused: Path) -> list[tuple[str, 
     sources = sorted(set(files_a) & set(files_b))
     for stem in sources:
         if stem not in files_f:
-            problems.append(
-                f"missing fused image {fused / stem}.* for sources {files_a[stem]}, {files_b[stem]}"
-            )
+            problems.append(f"missing fused image {fused / stem}.* for sources {files_a[stem]}, {files_b[stem]}")
     for stem in sorted(set(files_f) - set(files_a) - set(files_b)):
         problems.append(f"fused image {files_f[stem]} has no source pair named {stem}.*")
     if problems:

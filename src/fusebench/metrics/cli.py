@@ -10,6 +10,7 @@ import typer
 from ..atomic import atomic_path
 from ..imageio import ImageReadError
 from ..registry import UnknownNameError
+from .alloc import keep_freed_memory
 from .api import PairingError, score_folders
 
 
@@ -27,18 +28,15 @@ def metrics_command(
 ) -> None:
     """Score fused images against their sources; one CSV row per image."""
     if len(sources) != 2:
-        raise typer.BadParameter(
-            f"give exactly two source folders, got {len(sources)}", param_hint="--sources"
-        )
+        raise typer.BadParameter(f"give exactly two source folders, got {len(sources)}", param_hint="--sources")
+    keep_freed_memory()  # many short-lived arrays: reuse their memory (see fusebench.metrics.alloc)
     names = None
     if metrics is not None:
         names = [name.strip() for name in metrics.split(",") if name.strip()]
         if not names:
             raise typer.BadParameter("no metric names given", param_hint="--metrics")
     try:
-        table = score_folders(
-            sources[0], sources[1], fused, convention=convention, metrics=names, progress=True
-        )
+        table = score_folders(sources[0], sources[1], fused, convention=convention, metrics=names, progress=True)
     except UnknownNameError as exc:
         hint = "--convention" if "convention" in str(exc) else "--metrics"
         raise typer.BadParameter(str(exc), param_hint=hint) from None

@@ -1,10 +1,11 @@
 """Registered conventions: parameter sets reproducing one codebase's numbers with the shared metrics.
 
-Only ``vifb`` exists so far. Others are added as entries, e.g. (sketch, to be checked against their code)
-``cddfuse`` = VIFB.derive("cddfuse", ..., color="luma", luma_round=True, params={"SF": {"layout":
-"per_channel"}, "MI": {"stretched": False}, "SSIM": {"window": "uniform", "size": 7, "sample_covariance":
-True}, "Qabf": {"gain": 1.0}, ...}), and a ``fusebench`` default with the textbook definitions (PSNR/RMSE
-``error`` "mse"/"rmse", Qabf ``equal_gradients`` "one").
+* ``vifb``: VIFB's MATLAB metrics (per-channel colour, MI in nats after a stretch, SSIM summed...).
+* ``cddfuse``: MMIF-CDDFuse's Python evaluator and its reading of images (rounded OpenCV luma).
+* ``fusebench``: the project's documented default (8-bit luma, textbook definitions, pairs averaged).
+
+Each is a :class:`Convention`: input scale, colour handling and per-metric parameters; docs/metrics.md
+gives the reasons and how each was verified.
 """
 
 from __future__ import annotations
@@ -90,6 +91,101 @@ VIFB = CONVENTIONS.add(
                 "z": 1e-4,
             },
             "Qcv": {"window": 16, "alpha": 5.0, "csf": "mannos_sakrison", "csf_divisor": 8.0},
+        },
+    ),
+)
+
+FUSEBENCH = CONVENTIONS.add(
+    "fusebench",
+    Convention(
+        name="fusebench",
+        description=(
+            "fusebench's default (docs/metrics.md): every image scored as the 8-bit gray image a viewer "
+            "would see - colour images by their BT.601 luma (0.299 R + 0.587 G + 0.114 B), all values rounded "
+            "to whole 0-255 levels; uint8 arrays are 0-255, float arrays [0, 1] (fusebench.imageio.read_image, "
+            "model outputs). Textbook definitions: entropies and MI in bits, MI and SCD summed over the two "
+            "sources (their definitions), every similarity (SSIM, MS-SSIM, VIF, CC, MSE, RMSE, PSNR) averaged "
+            "over the two sources so that F = A = B scores the single-pair value, Qabf without the "
+            "equal-gradient quirk."
+        ),
+        reference="docs/metrics.md",
+        input_range=1.0,
+        value_range=255.0,
+        color="luma",
+        luma_weights=(0.299, 0.587, 0.114),
+        luma_round="half_even",
+        round_input=True,
+        params={
+            "EN": {"log_base": 2.0},
+            "SD": {"ddof": 0},
+            "SF": {"layout": "per_channel", "normalize": "pixels"},
+            "AG": {"denominator": "pixels"},
+            "EI": {"padding": "replicate"},
+            "MI": {"log_base": 2.0, "stretched": False, "pair": "sum"},
+            "CE": {"log_base": 2.0, "pair": "mean"},
+            "SSIM": {
+                "window": "gaussian",
+                "size": 11,
+                "sigma": 1.5,
+                "k1": 0.01,
+                "k2": 0.03,
+                "data_range": 255.0,
+                "sample_covariance": False,
+                "pair": "mean",
+            },
+            "MS-SSIM": {"size": 11, "sigma": 1.5, "data_range": 255.0, "pair": "mean"},
+            "PSNR": {"error": "mse", "peak": 255.0},
+            "RMSE": {"error": "rmse"},
+            "CC": {"pair": "mean"},
+            "VIF": {"sigma_nsq": 2.0, "scales": 4, "pair": "mean"},
+            "Qabf": {"equal_gradients": "one"},
+            "Nabf": {"scale": 255.0},
+            "FMI_pixel": {"window": 3, "literal": False},
+            "FMI_dct": {"window": 3, "literal": False},
+            "FMI_w": {"window": 3, "literal": False},
+        },
+    ),
+)
+
+CDDFUSE = CONVENTIONS.add(
+    "cddfuse",
+    FUSEBENCH.derive(
+        "cddfuse",
+        (
+            "MMIF-CDDFuse's utils/Evaluator.py with the reading of its test scripts: every image read by "
+            "image_read_cv2(path, 'GRAY') - OpenCV's float32 BGR->gray (0.299 R + 0.587 G + 0.114 B by fused "
+            "multiply-adds) rounded half to even, so colour is scored as rounded luma and gray files as they "
+            "are; arrays hold 0-255 values (uint8, or floats on 0-255 as the evaluator takes them), rounded to "
+            "whole levels like the PNG files the scripts score. EN in bits; MI in nats (scikit-learn) summed; "
+            "SF as the mean of each set of differences; AG the plain mean; SSIM from scikit-image 0.19 "
+            "defaults (7x7 uniform window, sample covariance, data_range 2 for float input) summed over the "
+            "sources; VIF is Sheikh's multiscale pixel VIF summed over the sources (the evaluator calls it "
+            "VIFF); Qabf with the equal-gradient quirk; PSNR peak max(F); MSE and CC averaged. Metrics the "
+            "evaluator lacks keep the fusebench parameters."
+        ),
+        reference="github.com/Zhaozixiang1228/MMIF-CDDFuse utils/Evaluator.py, test_IVF.py @ 40de0585",
+        input_range=255.0,
+        luma_arithmetic="opencv_float32",
+        luma_round="half_even",
+        round_input=True,
+        params={
+            "EN": {"log_base": 2.0},
+            "SF": {"normalize": "differences"},
+            "AG": {"denominator": "pixels"},
+            "MI": {"log_base": math.e, "stretched": False, "pair": "sum"},
+            "SSIM": {
+                "window": "uniform",
+                "size": 7,
+                "k1": 0.01,
+                "k2": 0.03,
+                "data_range": 2.0,
+                "sample_covariance": True,
+                "pair": "sum",
+            },
+            "VIF": {"sigma_nsq": 2.0, "scales": 4, "pair": "sum"},
+            "Qabf": {"equal_gradients": "fused", "gain": 1.0},
+            "PSNR": {"error": "mse", "peak": "fused_max"},
+            "CC": {"pair": "mean"},
         },
     ),
 )

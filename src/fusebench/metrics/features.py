@@ -26,9 +26,11 @@ def standard_deviation(images: Images, *, ddof: int = 0) -> float:
     "IEEE Trans. Commun. 43(12):2959-2965, 1995",
     uses_sources=False,
 )
-def spatial_frequency(images: Images, *, layout: str = "per_channel") -> float:
+def spatial_frequency(images: Images, *, layout: str = "per_channel", normalize: str = "pixels") -> float:
     """SF = sqrt(RF^2 + CF^2), RF^2 = sum (F[i,j] - F[i,j-1])^2 / HW, CF^2 = sum (F[i,j] - F[i-1,j])^2 / HW.
 
+    ``normalize`` "pixels" divides both sums by HW (Eskicioglu & Fisher, VIFB); "differences" takes the mean
+    of each set of differences, i.e. divides by H(W-1) and (H-1)W (MMIF-CDDFuse's evaluator).
     ``layout`` "per_channel" averages the SF of each channel; "side_by_side" is VIFB's: MATLAB's
     ``[m, n] = size(F)`` makes an HxWx3 image an H x 3W one, so the channels are scored as one image placed
     side by side (including the differences across the two channel seams).
@@ -39,9 +41,17 @@ def spatial_frequency(images: Images, *, layout: str = "per_channel") -> float:
         f = np.concatenate(list(f), axis=1)[None]
     elif layout != "per_channel":
         raise ValueError(f"layout must be 'per_channel' or 'side_by_side', not {layout!r}")
-    pixels = f.shape[1] * f.shape[2]
-    rows = np.square(np.diff(f, axis=2)).sum(axis=(1, 2)) / pixels
-    cols = np.square(np.diff(f, axis=1)).sum(axis=(1, 2)) / pixels
+    h, w = f.shape[1], f.shape[2]
+    if normalize == "pixels":
+        row_count = col_count = h * w
+    elif normalize == "differences":
+        row_count, col_count = h * (w - 1), (h - 1) * w
+    else:
+        raise ValueError(f"normalize must be 'pixels' or 'differences', not {normalize!r}")
+    dx = np.diff(f, axis=2)
+    dy = np.diff(f, axis=1)
+    rows = np.einsum("chw,chw->c", dx, dx) / row_count
+    cols = np.einsum("chw,chw->c", dy, dy) / col_count
     return channel_mean(np.sqrt(rows + cols))
 
 
@@ -53,8 +63,11 @@ def spatial_frequency(images: Images, *, layout: str = "per_channel") -> float:
     "Opt. Commun. 341:199-209, 2015",
     uses_sources=False,
 )
-def average_gradient(images: Images) -> float:
-    """AG = sum sqrt((Fx^2 + Fy^2) / 2) / ((H-1)(W-1)), Fx, Fy central differences (one-sided at borders)."""
+def average_gradient(images: Images, *, denominator: str = "interior") -> float:
+    """AG = sum sqrt((Fx^2 + Fy^2) / 2) / D, Fx, Fy central differences (one-sided at the borders).
+
+    ``denominator`` "interior": D = (H-1)(W-1) (VIFB); "pixels": D = HW, the plain mean (MMIF-CDDFuse).
+    """
     f = images.fused.astype(np.float32)  # exact for 8-bit data; sums are accumulated in float64
     h, w = f.shape[1:]
     fx = np.gradient(f, axis=2)
@@ -64,7 +77,13 @@ def average_gradient(images: Images) -> float:
     fx += fy
     fx *= 0.5
     total = np.sqrt(fx, out=fx).sum(axis=(1, 2), dtype=np.float64)
-    return channel_mean(total / ((h - 1) * (w - 1)))
+    if denominator == "interior":
+        count = (h - 1) * (w - 1)
+    elif denominator == "pixels":
+        count = h * w
+    else:
+        raise ValueError(f"denominator must be 'interior' or 'pixels', not {denominator!r}")
+    return channel_mean(total / count)
 
 
 @register_metric(

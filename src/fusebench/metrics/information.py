@@ -42,9 +42,7 @@ def entropy_metric(images: Images, *, log_base: float = 2.0) -> float:
     reference="G. Qu, D. Zhang, P. Yan, Information measure for performance of image fusion, "
     "Electronics Letters 38(7):313-315, 2002",
 )
-def mutual_information(
-    images: Images, *, log_base: float = math.e, stretched: bool = True, pair: str = "sum"
-) -> float:
+def mutual_information(images: Images, *, log_base: float = math.e, stretched: bool = True, pair: str = "sum") -> float:
     """MI = MI(A, F) (+) MI(B, F), MI(X, F) = H(X) + H(F) - H(X, F) from the 256x256 joint histogram.
 
     With ``stretched`` each channel is first min-max stretched to 0-255 and rounded (VIFB), else its levels

@@ -38,9 +38,7 @@ def _names(text: str, option: str) -> list[str]:
 
 def report_command(
     datasets: Annotated[str, typer.Option(help="Comma-separated datasets, as in results/metrics/<dataset>.")],
-    methods: Annotated[
-        str, typer.Option(help="Comma-separated method keys, as in results/fused/<d>/<method>.")
-    ],
+    methods: Annotated[str, typer.Option(help="Comma-separated method keys, as in results/fused/<d>/<method>.")],
     results: Annotated[Path, typer.Option(help="Results folder of the workflow.")] = Path("results"),
     out: Annotated[Path, typer.Option(help="HTML file to write; figures go to assets/ beside it.")] = Path(
         "results/report/index.html"

@@ -99,9 +99,7 @@ def loss_curves(logs: Mapping[str, pd.DataFrame], method: str, path: Path) -> No
     n = len(logs)
     n_cols = min(3, n)
     n_rows = int(np.ceil(n / n_cols))
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(4.6 * n_cols, 3.0 * n_rows), squeeze=False, layout="constrained"
-    )
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.6 * n_cols, 3.0 * n_rows), squeeze=False, layout="constrained")
     colours = sns.color_palette("deep")
     for ax, (train_dataset, log) in zip(axes.flat, logs.items(), strict=False):
         steps = log["step"] if "step" in log.columns else pd.Series(np.arange(1, len(log) + 1))

@@ -106,9 +106,7 @@ def _best_flags(values: Mapping[str, float], higher_is_better: bool | None) -> d
     among three or more methods)."""
     if higher_is_better is None:
         return dict.fromkeys(values, "")
-    finite = sorted(
-        {v for v in values.values() if v is not None and math.isfinite(v)}, reverse=higher_is_better
-    )
+    finite = sorted({v for v in values.values() if v is not None and math.isfinite(v)}, reverse=higher_is_better)
     flags = {}
     for method, v in values.items():
         if v is None or not math.isfinite(v) or not finite:
@@ -246,9 +244,7 @@ def _dataset_section(
     runtimes = {m: read_runtime(results, dataset, m) for m in methods}
 
     names = list(dict.fromkeys(c for t in tables.values() for c in t.columns))
-    metric_names = [
-        c for c in names if any(pd.api.types.is_numeric_dtype(t[c]) for t in tables.values() if c in t)
-    ]
+    metric_names = [c for c in names if any(pd.api.types.is_numeric_dtype(t[c]) for t in tables.values() if c in t)]
     metrics = [metric_meta(c) for c in metric_names]
     images = sorted(set().union(*(t.index for t in tables.values())))
     anchor = f"ds-{slug(dataset)}"
@@ -276,18 +272,14 @@ def _dataset_section(
     if ranked:
         means = pd.DataFrame({meta.name: {m: stats[m][meta.name][0] for m in methods} for meta in ranked})
         ranks = pd.DataFrame(
-            {
-                meta.name: means[meta.name].rank(ascending=not meta.higher_is_better, method="min")
-                for meta in ranked
-            }
+            {meta.name: means[meta.name].rank(ascending=not meta.higher_is_better, method="min") for meta in ranked}
         )
         section.mean_rank = {m: float(ranks.loc[m].mean()) for m in methods}
     else:
         section.mean_rank = dict.fromkeys(methods, math.nan)
 
     flags = {
-        meta.name: _best_flags({m: stats[m][meta.name][0] for m in methods}, meta.higher_is_better)
-        for meta in metrics
+        meta.name: _best_flags({m: stats[m][meta.name][0] for m in methods}, meta.higher_is_better) for meta in metrics
     }
     runtime_flags = _best_flags(runtime_mean, higher_is_better=False)
     rank_flags = _best_flags(section.mean_rank, higher_is_better=False)
@@ -460,9 +452,7 @@ def infer_modalities(results: Path, dataset: str) -> tuple[str, str]:
         raise MissingResultError(folder, "data", f"test images of dataset '{dataset}'")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(found) != 2:
-        raise ValueError(
-            f"{folder}: expected two modality folders, found {found}; give the modalities of '{dataset}'"
-        )
+        raise ValueError(f"{folder}: expected two modality folders, found {found}; give the modalities of '{dataset}'")
     return found[0], found[1]
 
 
@@ -529,9 +519,7 @@ def render_report(
             chosen[d] = (mods, example_images(results, d, run_on[d], mods, examples_per_dataset))
         sections = [_dataset_section(results, d, run_on[d], *chosen[d], staging, palette) for d in datasets]
         meta = {m: method_meta(m, descriptions) for m in methods}
-        training, without_log = _training_section(
-            results, methods, {m: v[1] for m, v in meta.items()}, staging
-        )
+        training, without_log = _training_section(results, methods, {m: v[1] for m, v in meta.items()}, staging)
         glossary = list({meta.name: meta for s in sections for meta in s.metrics}.values())
         now = _now()
         html = (

@@ -78,9 +78,7 @@ def mean_filter(x: torch.Tensor, size: int = 11) -> torch.Tensor:
     return F.conv2d(x, kernel, padding=size // 2)
 
 
-def intensity_target(
-    ir: torch.Tensor, vi: torch.Tensor, size: int = 11, mask: str = "binary"
-) -> torch.Tensor:
+def intensity_target(ir: torch.Tensor, vi: torch.Tensor, size: int = 11, mask: str = "binary") -> torch.Tensor:
     """The intensity target built from 11x11 local means ``m_ir``, ``m_vi``.
 
     ``w_ir = m_ir / (m_ir + m_vi + 1e-6)`` (``w_vi`` alike). ``mask="binary"`` (release ``Order_loss``):

@@ -449,9 +449,7 @@ class CrossAttentionMechanism(nn.Module):
         args = (patch, dim, depth_self, n_heads, mlp_ratio, qkv_bias, p, attn_p)
         self.self_atten_block1 = SelfAttentionPair(*args)
         self.self_atten_block2 = SelfAttentionPair(*args)
-        self.cross_atten_block = CrossAttentionPair(
-            patch, dim, depth_cross, n_heads, mlp_ratio, qkv_bias, p, attn_p
-        )
+        self.cross_atten_block = CrossAttentionPair(patch, dim, depth_cross, n_heads, mlp_ratio, qkv_bias, p, attn_p)
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, shift_flag: bool = True) -> torch.Tensor:
         ir, vi = self.self_atten_block1(ir, vi)
@@ -473,9 +471,7 @@ def _fixed_conv(channels: int, kernel: torch.Tensor) -> nn.Conv2d:
     Note that it sums over *all* input channels (the release repeats one kernel over the full channel matrix;
     it is not a depthwise filter).
     """
-    conv = nn.Conv2d(
-        channels, channels, kernel.shape[-1], stride=1, padding=kernel.shape[-1] // 2, bias=False
-    )
+    conv = nn.Conv2d(channels, channels, kernel.shape[-1], stride=1, padding=kernel.shape[-1] // 2, bias=False)
     with torch.no_grad():
         conv.weight.copy_(kernel.expand(channels, channels, *kernel.shape))
     conv.requires_grad_(False)
@@ -514,9 +510,7 @@ class FusionDecoder(nn.Module):
     The shallow skip adds ``ir_scale * w_ir * ir_sh + w_vi * vi_sh`` with ``ir_scale = 0.5`` in the release.
     """
 
-    def __init__(
-        self, in_channels: int = DEEP_CHANNELS, out_channels: int = 1, ir_scale: float = 0.5
-    ) -> None:
+    def __init__(self, in_channels: int = DEEP_CHANNELS, out_channels: int = 1, ir_scale: float = 0.5) -> None:
         super().__init__()
         half, quarter = in_channels // 2, in_channels // 4
         self.ir_scale = float(ir_scale)
@@ -641,9 +635,7 @@ def parameter_counts(auto_encoder: AutoEncoder, fusion: FusionNet) -> dict[str, 
         "reconstruction_decoder": count_parameters(auto_encoder.recon_decoder1),
         "cam": count_parameters(fusion.cross_atten_block),
         "cam_used": sum(
-            p.numel()
-            for name, p in fusion.cross_atten_block.named_parameters()
-            if not _unused_cam_parameter(name)
+            p.numel() for name, p in fusion.cross_atten_block.named_parameters() if not _unused_cam_parameter(name)
         ),
         "decoder": count_parameters(decoder),
         "decoder_trainable": count_parameters(decoder, trainable_only=True),
