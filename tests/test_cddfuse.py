@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from training_helpers import check_resume, log_rows, real_patches, torch_threads
 
-from fusebench.color import luminance
-from fusebench.imageio import read_image, to_uint8
 from fusebench.methods import METHODS, create
 from fusebench.methods.cddfuse import (
     LOSS_KEYS,
@@ -28,30 +26,16 @@ from fusebench.methods.cddfuse import (
     spatial_gradient,
     ssim_loss,
 )
-from fusebench.training import FINAL, LOSS_LOG, Trainer, TrainSettings, train
+from fusebench.training import FINAL
 from fusebench.weights import WeightsError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids oversubscription (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1, scope="function")
 
 
 @pytest.fixture(scope="module")
-def msrs_patches(shared: Path) -> np.ndarray:
+def msrs_patches(mirror: Path) -> np.ndarray:
     """Real MSRS train pairs ([ir, vi] luma, uint8) cropped into 64x64 patches: N x 2 x 64 x 64."""
-    folder = shared / "datasets" / "MSRS" / "train"
-    patches = []
-    for name in sorted(p.name for p in (folder / "ir").iterdir())[:2]:
-        ir = to_uint8(luminance(read_image(folder / "ir" / name)))
-        vi = to_uint8(luminance(read_image(folder / "vi" / name)))
-        for y, x in ((100, 100), (200, 300), (300, 450)):
-            patches.append(np.stack([ir[y : y + 64, x : x + 64], vi[y : y + 64, x : x + 64]]))
-    return np.stack(patches)
+    return real_patches(mirror, 64, ((100, 100), (200, 300), (300, 450)), limit=2)
 
 
 @pytest.fixture(scope="module")
@@ -293,58 +277,17 @@ def test_a_few_real_steps_decrease_the_loss(real_batch: torch.Tensor, stage: int
     assert set(exported) == set(OFFICIAL_GROUPS)
 
 
-class _Killed(RuntimeError):
-    pass
-
-
-class _KillAt(Trainer):
-    """Delegates to a real trainer and dies when asked for step ``kill``, as a killed job would."""
-
-    def __init__(self, inner: CDDFuseTrainer, kill: int) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.kill = inner, kill
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.kill:
-            raise _Killed(f"killed at step {step}")
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
-
-
 def test_resume_after_a_kill_is_bitwise_identical(msrs_patches: np.ndarray, tmp_path: Path) -> None:
     patches = np.ascontiguousarray(msrs_patches[:, :, :32, :32])
     # 4 steps, 4 "epochs" of one step: stage I for steps 0-1, stage II for 2-3, lr halving every step.
     options = {"steps": 4, "epochs": 4, "epochs_stage1": 2, "lr_step_epochs": 1, "seed": 3}
-    settings = TrainSettings(steps=4, batch_size=2, seed=5, checkpoint_every=2)
-
-    whole = train(CDDFuseTrainer("cpu", **options), patches, settings, tmp_path / "whole", progress=False)
-
-    run = tmp_path / "killed"
-    with pytest.raises(_Killed):
-        train(_KillAt(CDDFuseTrainer("cpu", **options), kill=3), patches, settings, run, progress=False)
-    assert not (run / FINAL).exists()
-    resumed = train(CDDFuseTrainer("cpu", **options), patches, settings, run, progress=False)
-
-    a = torch.load(whole, weights_only=True)
-    b = torch.load(resumed, weights_only=True)
-    assert set(a) == set(OFFICIAL_GROUPS)
-    for group in OFFICIAL_GROUPS:
-        assert a[group].keys() == b[group].keys()
-        for key in a[group]:
-            assert torch.equal(a[group][key], b[group][key]), f"{group}.{key}"
-    with (tmp_path / "whole" / LOSS_LOG).open() as f1, (run / LOSS_LOG).open() as f2:
-        rows1, rows2 = list(csv.reader(f1)), list(csv.reader(f2))
-    assert rows1 == rows2 and [r[2] for r in rows1[1:]] == ["1", "1", "2", "2"]
+    whole, run = check_resume(
+        lambda: CDDFuseTrainer("cpu", **options), patches, tmp_path, steps=4, checkpoint_every=2, crash_at=3, seed=5
+    )
+    assert set(torch.load(run / FINAL, weights_only=True)) == set(OFFICIAL_GROUPS)
+    assert [r[2] for r in log_rows(whole)[1:]] == ["1", "1", "2", "2"]
 
     method = CDDFuse()
-    method.load(resumed)
+    method.load(run / FINAL)
     fused = method.fuse(patches[0, 0] / np.float32(255), patches[0, 1] / np.float32(255))
     assert fused.shape == (32, 32) and np.isfinite(fused).all()

@@ -3,7 +3,6 @@ official-weight loading and the test-time procedure. Real data comes from the bu
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from training_helpers import check_resume, crop_patches, log_rows, torch_threads
 
 from fusebench.color import luminance
 from fusebench.fuse import fuse_images
@@ -21,17 +21,12 @@ from fusebench.methods.crossfuse import OFFICIAL_FILES, CrossFuseTrainer
 from fusebench.methods.crossfuse import losses as cl
 from fusebench.methods.crossfuse import network as cn
 from fusebench.methods.crossfuse.method import stage1_subset
-from fusebench.training import FINAL, LOSS_LOG, Trainer, TrainSettings, train
+from fusebench.training import FINAL
 
 MSRS_PAIRS = ("00556D", "00881N")
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+_two_threads = torch_threads(2, scope="function")
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +40,9 @@ def msrs(shared: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def patches(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, count: int) -> np.ndarray:
-    """``count`` size x size patches (uint8, Nx2xSxS) from fixed, textured positions of the pairs."""
-    out = []
-    corners = [(180, 200), (240, 330), (120, 420), (300, 120)]
-    for i in range(count):
-        ir, vi = pairs[i % len(pairs)]
-        y, x = corners[(i // len(pairs)) % len(corners)]
-        out.append(np.stack([ir[y : y + size, x : x + size], vi[y : y + size, x : x + size]]))
-    return np.round(np.stack(out) * 255).astype(np.uint8)
+def patches(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, corners: int = 1) -> np.ndarray:
+    """size x size patches (uint8, Nx2xSxS) of the pairs at the first ``corners`` fixed, textured positions."""
+    return crop_patches(pairs, size, [(180, 200), (240, 330), (120, 420), (300, 120)][:corners])
 
 
 def as_batch(p: np.ndarray) -> torch.Tensor:
@@ -325,7 +314,7 @@ def test_stage1_steps_reduce_the_reconstruction_loss(msrs) -> None:
     assert np.array_equal(stage1_subset(2, 2, 0, 7), [0, 1])
     trainer = CrossFuseTrainer("cpu", stage1_steps=100, ae_batch_size=2, seed=0)
     assert trainer.stage(0) == 1 and trainer.stage(99) == 1 and trainer.stage(100) == 2
-    batch = as_batch(patches(msrs, 32, 2))  # two pairs, both used at every step
+    batch = as_batch(patches(msrs, 32))  # two pairs, both used at every step
     logs = [trainer.train_step(batch, step) for step in range(4)]
     assert all(math.isnan(log["intensity"]) for log in logs)
     for key in ("ae_ir", "ae_vi"):
@@ -333,7 +322,7 @@ def test_stage1_steps_reduce_the_reconstruction_loss(msrs) -> None:
 
 
 def test_stage2_steps_reduce_the_fusion_loss_with_frozen_encoders(msrs) -> None:
-    batch = as_batch(patches(msrs, 64, 2))
+    batch = as_batch(patches(msrs, 64))
     trainer = CrossFuseTrainer("cpu", steps=4, stage1_fraction=0.0, seed=0)
     encoders = [{k: v.clone() for k, v in ae.state_dict().items()} for ae in (trainer.ae_ir, trainer.ae_vi)]
     logs = [trainer.train_step(batch, step) for step in range(4)]
@@ -354,52 +343,16 @@ def test_trainer_needs_the_stage_boundary() -> None:
     assert trainer.learning_rate(84_999) == 1e-3 and trainer.learning_rate(85_000) == pytest.approx(1e-4)
 
 
-class Interrupted(RuntimeError):
-    pass
-
-
-class StopAt(Trainer):
-    """Delegates to a real trainer and dies when asked for step ``stop``."""
-
-    def __init__(self, inner: Trainer, stop: int | None) -> None:
-        super().__init__("cpu")
-        self.inner, self.stop = inner, stop
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch, step):
-        if step == self.stop:
-            raise Interrupted(f"killed at step {step}")
-        return self.inner.train_step(batch, step)
-
-    def export(self):
-        return self.inner.export()
-
-
 def test_resume_through_the_shared_loop_is_bitwise_identical(msrs, tmp_path: Path) -> None:
-    data = patches(msrs, 32, 4)
-    settings = TrainSettings(steps=4, batch_size=2, seed=0, checkpoint_every=3)
+    data = patches(msrs, 32, corners=2)
     options = {"steps": 4, "stage1_fraction": 0.25, "ae_batch_size": 1, "seed": 0}
-
-    def trainer(stop: int | None) -> StopAt:
-        return StopAt(CrossFuseTrainer("cpu", **options), stop)
-
-    straight = train(trainer(None), data, settings, tmp_path / "straight", progress=False)
-    with pytest.raises(Interrupted):  # stage 1 done, one stage-2 step done, checkpoint at step 3
-        train(trainer(3), data, settings, tmp_path / "resumed", progress=False)
-    resumed = train(trainer(None), data, settings, tmp_path / "resumed", progress=False)
-
-    a = torch.load(straight, weights_only=True)
-    b = torch.load(resumed, weights_only=True)
-    for part in ("auto_encoder_ir", "auto_encoder_vi", "fusion"):
-        assert a[part].keys() == b[part].keys()
-        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
-    logs = [list(csv.reader((p.parent / LOSS_LOG).open())) for p in (straight, resumed)]
-    assert logs[0] == logs[1] and len(logs[0]) == 5 and logs[0][0][:2] == ["step", "loss"]
+    # stage 1 done, one stage-2 step done, checkpoint at step 3, crash
+    straight, _ = check_resume(
+        lambda: CrossFuseTrainer("cpu", **options), data, tmp_path, steps=4, checkpoint_every=3, crash_at=3, seed=0
+    )
+    assert {"auto_encoder_ir", "auto_encoder_vi", "fusion"} <= set(torch.load(straight / FINAL, weights_only=True))
+    log = log_rows(straight)
+    assert len(log) == 5 and log[0][:2] == ["step", "loss"]
 
     method = create("crossfuse")
     method.load(tmp_path / "resumed" / FINAL)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training_helpers import check_untrained_errors, real_patches
 
 from fusebench.imageio import read_uint8
 from fusebench.losses import ms_ssim, ssim
@@ -118,12 +119,7 @@ def test_l1_strategy_weights_follow_activity() -> None:
 def test_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="strategy"):
         DenseFuse(strategy="max")
-    with pytest.raises(RuntimeError, match="no weights"):
-        DenseFuse().fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
-    with pytest.raises(TypeError, match="unknown option"):
-        DenseFuse().trainer("cpu", lr=1e-4, learning_rate=1e-3)
-    with pytest.raises(FileNotFoundError):
-        DenseFuse().load(tmp_path / "missing.pt")
+    check_untrained_errors(DenseFuse, tmp_path, lr=1e-4, learning_rate=1e-3)
 
 
 def test_ssim_loss_basics() -> None:
@@ -141,25 +137,10 @@ def test_ssim_loss_basics() -> None:
     assert y.grad is not None and torch.isfinite(y.grad).all()
 
 
-def real_patches(mirror: Path, size: int = 64) -> np.ndarray:
-    """A few size x size uint8 pairs (N x 2 x size x size) cropped from real IVIF and MRI-CT pairs."""
-    pairs = [
-        ("TNO/test", "ir", "vi", "05"),
-        ("TNO/test", "ir", "vi", "01"),
-        ("Harvard-MRI-CT/test", "mri", "ct", "16009"),
-    ]
-    patches = []
-    for folder, m1, m2, pair in pairs:
-        a = read_uint8(mirror / folder / m1 / f"{pair}.png")
-        b = read_uint8(mirror / folder / m2 / f"{pair}.png")
-        assert a.ndim == b.ndim == 2
-        for y, x in ((60, 60), (120, 150)):
-            patches.append(np.stack([a[y : y + size, x : x + size], b[y : y + size, x : x + size]]))
-    return np.stack(patches)
-
-
 def test_training_lowers_the_loss_on_real_patches(mirror: Path) -> None:
-    patches = real_patches(mirror)
+    pairs = [("TNO/test/ir/05", "TNO/test/vi/05"), ("TNO/test/ir/01", "TNO/test/vi/01")]
+    pairs.append(("Harvard-MRI-CT/test/mri/16009", "Harvard-MRI-CT/test/ct/16009"))
+    patches = real_patches(mirror, 64, ((60, 60), (120, 150)), pairs)  # real IVIF and MRI-CT pairs
     trainer = DenseFuse().trainer("cpu", seed=0)
     assert isinstance(trainer, DenseFuseTrainer)
     batch = torch.from_numpy(patches[[0]].astype(np.float32) / 255)  # one TNO 05 ir/vi pair: 2 images

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from training_helpers import check_resume, real_patches, torch_threads
 
-from fusebench.color import luminance
-from fusebench.imageio import read_image
 from fusebench.methods import METHODS, create
 from fusebench.methods.base import DecisionMapMethod, combine
 from fusebench.methods.fusegan import (
@@ -23,28 +22,19 @@ from fusebench.methods.fusegan import (
     conv_crf,
 )
 from fusebench.methods.gan import parameter_count
-from fusebench.training import FINAL, LOSS_LOG, Trainer, TrainSettings, train
+from fusebench.training import FINAL
 
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1)
 
 
 @pytest.fixture(scope="module")
-def sharp(shared: Path) -> np.ndarray:
+def sharp(mirror: Path) -> np.ndarray:
     """4 real sharp patch pairs (uint8 N x 2 x SIZE x SIZE) from MSRS train visible images."""
-    vi = [luminance(read_image(shared / "datasets/MSRS/train/vi" / f"{n}.png")) for n in ("00556D", "00881N")]
-    out = [
-        np.stack([vi[0][y : y + SIZE, x : x + SIZE], vi[1][y : y + SIZE, x : x + SIZE]])
-        for y, x in ((150, 200), (250, 330), (200, 450), (300, 100))
-    ]
-    return np.round(np.stack(out) * 255).astype(np.uint8)
+    offsets = ((150, 200), (250, 330), (200, 450), (300, 100))
+    return real_patches(mirror, SIZE, offsets, [("MSRS/train/vi/00556D", "MSRS/train/vi/00881N")])
 
 
 def test_registration_and_defaults() -> None:
@@ -107,44 +97,8 @@ def test_smoke_training_both_players_learn(sharp: np.ndarray) -> None:
     assert any(not torch.equal(v, d0[k]) for k, v in trainer.discriminators["patch"].state_dict().items())
 
 
-class Killed(Exception):
-    pass
-
-
-class Crashing(Trainer):
-    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.crash_at, self.steps = inner, crash_at, []
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.crash_at:
-            raise Killed(step)
-        self.steps.append(step)
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
-
-
 def test_resume_is_bitwise_identical_and_model_fuses(sharp: np.ndarray, tmp_path: Path) -> None:
-    settings = TrainSettings(steps=4, batch_size=1, seed=3, checkpoint_every=2)
-    reference = tmp_path / "reference"
-    train(make_trainer(), sharp, settings, reference, progress=False)
-    run = tmp_path / "run"
-    with pytest.raises(Killed):
-        train(Crashing(make_trainer(), crash_at=3), sharp, settings, run, progress=False)
-    resumed = Crashing(make_trainer())
-    train(resumed, sharp, settings, run, progress=False)
-    assert resumed.steps == [2, 3]
-    final, expected = (torch.load(p / FINAL, weights_only=True) for p in (run, reference))
-    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
-    assert (run / LOSS_LOG).read_text() == (reference / LOSS_LOG).read_text()
+    reference, _ = check_resume(make_trainer, sharp, tmp_path, steps=4, checkpoint_every=2, crash_at=3, batch_size=1)
 
     a, b = sharp[0, 0, :, :30] / np.float32(255), sharp[0, 1, :, :30] / np.float32(255)
     for refine in ("crf", "threshold", "none"):

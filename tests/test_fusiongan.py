@@ -6,13 +6,12 @@ layout), LSGAN training and resume."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from test_gan import check_resume, msrs_patches
+from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.fusiongan import (
@@ -30,12 +29,7 @@ from fusebench.methods.gan import LSGAN
 MFFGAN = Path("weights") / "official" / "mffgan-tf" / "Lytro_model" / "CGAN.model-19"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1)
 
 
 # --------------------------------------------------------------------- an independent NHWC reference
@@ -158,18 +152,13 @@ def test_options_are_validated(tmp_path: Path) -> None:
         FusionGAN(normalize="stretch")
     with pytest.raises(ValueError, match="bn_mode"):
         FusionGAN(bn_mode="both")
-    with pytest.raises(RuntimeError, match="no weights"):
-        FusionGAN().fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
-    with pytest.raises(TypeError, match="unknown option"):
-        FusionGAN().trainer("cpu", epsilon=1.0)
-    with pytest.raises(FileNotFoundError):
-        FusionGAN().load(tmp_path / "missing.pt")
+    check_untrained_errors(FusionGAN, tmp_path, epsilon=1.0)
     with pytest.raises(ValueError, match="too small"):
         FusionGAN().trainer("cpu", patch_size=32)
 
 
 def test_training_on_real_patches(mirror: Path) -> None:
-    patches = torch.from_numpy(msrs_patches(mirror, 64).astype(np.float32) / 255)
+    patches = torch.from_numpy(real_patches(mirror, 64).astype(np.float32) / 255)
     trainer = create("fusiongan").trainer("cpu", seed=0, patch_size=64, lr=1e-3)  # type: ignore[attr-defined]
     assert isinstance(trainer, FusionGANTrainer) and trainer.d_steps == 2
     obj = trainer.objectives["vi"]
@@ -189,5 +178,5 @@ def test_training_on_real_patches(mirror: Path) -> None:
 
 
 def test_resume_through_the_shared_loop(mirror: Path, tmp_path: Path) -> None:
-    patches = msrs_patches(mirror, 48)
+    patches = real_patches(mirror, 48)
     check_resume(lambda: FusionGAN().trainer("cpu", seed=2, patch_size=48), patches, tmp_path)

@@ -1,8 +1,5 @@
 """The shared adversarial machinery (fusebench.methods.gan): objectives, the k-D-steps-per-G-step trainer,
-checkpoint round trips and bitwise resume through the shared loop.
-
-Also holds small helpers (``CrashAt``, ``check_resume``, ``msrs_patches``) that the GAN methods' tests import.
-"""
+checkpoint round trips and bitwise resume through the shared loop."""
 
 from __future__ import annotations
 
@@ -13,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from training_helpers import assert_equal_nested, check_resume
 
-from fusebench.color import luminance
-from fusebench.imageio import read_image, read_uint8
 from fusebench.methods.gan import (
     LSGAN,
     WGANGP,
@@ -30,86 +26,6 @@ from fusebench.methods.gan import (
     parameter_count,
     seeded,
 )
-from fusebench.training import CHECKPOINT, FINAL, Trainer, TrainSettings, train
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def msrs_patches(
-    mirror: Path, size: int, offsets: tuple[tuple[int, int], ...] = ((200, 240), (280, 400))
-) -> np.ndarray:
-    """Real SxS pairs (ir, vi luminance) cropped from the MSRS training images, uint8 N x 2 x S x S."""
-    out = []
-    for path in sorted((mirror / "MSRS" / "train" / "ir").glob("*.png")):
-        a = read_uint8(path)
-        b = np.rint(luminance(read_image(mirror / "MSRS" / "train" / "vi" / path.name)) * 255).astype(np.uint8)
-        assert a.ndim == b.ndim == 2 and a.shape == b.shape
-        for y, x in offsets:
-            out.append(np.stack([a[y : y + size, x : x + size], b[y : y + size, x : x + size]]))
-    return np.ascontiguousarray(np.stack(out))
-
-
-class Killed(Exception):
-    """Stands in for a crash in the middle of training."""
-
-
-class CrashAt(Trainer):
-    """Runs a trainer but raises when asked for step ``crash_at`` (a crash right after a checkpoint)."""
-
-    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.crash_at, self.steps = inner, crash_at, []
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.crash_at:
-            raise Killed(f"killed before step {step}")
-        self.steps.append(step)
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
-
-
-def _equal_nested(a: Any, b: Any, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), where
-        for k in a:
-            _equal_nested(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _equal_nested(x, y, f"{where}[{i}]")
-    else:
-        assert a == b or (a != a and b != b), where  # NaN == NaN here
-
-
-def check_resume(make: Any, patches: np.ndarray, tmp_path: Path, steps: int = 4, crash_at: int = 2) -> None:
-    """Crash at ``crash_at`` (right after a checkpoint), restart, and compare with an uninterrupted run:
-    the final checkpoints (networks, optimisers) and ``model.pt`` must be bitwise equal."""
-    settings = TrainSettings(steps=steps, batch_size=2, seed=3, checkpoint_every=crash_at)
-    train(CrashAt(make()), patches, settings, tmp_path / "straight", progress=False)
-    with pytest.raises(Killed):
-        train(CrashAt(make(), crash_at), patches, settings, tmp_path / "resumed", progress=False)
-    assert not (tmp_path / "resumed" / FINAL).exists()
-    again = CrashAt(make())
-    train(again, patches, settings, tmp_path / "resumed", progress=False)
-    assert again.steps == list(range(crash_at, steps))
-    straight = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)
-    resumed = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)
-    _equal_nested(straight["trainer"], resumed["trainer"], "trainer")
-    final_a = torch.load(tmp_path / "straight" / FINAL, weights_only=True)
-    final_b = torch.load(tmp_path / "resumed" / FINAL, weights_only=True)
-    assert set(final_a) == set(final_b) and all(torch.equal(final_a[k], final_b[k]) for k in final_a)
-    log_a = (tmp_path / "straight" / "loss.csv").read_text()
-    log_b = (tmp_path / "resumed" / "loss.csv").read_text()
-    assert log_a == log_b
 
 
 # ------------------------------------------------------------------------------------------- toy setup
@@ -322,7 +238,7 @@ def test_state_dict_round_trip_and_export() -> None:
     for s in range(2):
         a.train_step(toy_batch(seed=s), s)
     b.load_state_dict(a.state_dict())
-    _equal_nested(a.state_dict(), b.state_dict())
+    assert_equal_nested(a.state_dict(), b.state_dict())
     torch.manual_seed(7)
     la = a.train_step(toy_batch(seed=9), 2)
     torch.manual_seed(7)

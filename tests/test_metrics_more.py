@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from metrics_helpers import synthetic_triplet
 from PIL import Image
 
 from fusebench.imageio import read_uint8, to_uint8
@@ -188,24 +189,10 @@ def test_fmi_flat_windows_and_the_f_window_overwrite(crop: tuple) -> None:
 # ---------------------------------------------------------------- properties under every convention
 
 
-def _smooth(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 6.0) -> np.ndarray:
-    from scipy import ndimage
-
-    sigma = (scale, scale) + (0,) * (len(shape) - 2)
-    x = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=sigma)
-    x = x / x.std() + np.linspace(-1, 1, shape[1]).reshape((1, -1) + (1,) * (len(shape) - 2))
-    low, high = x.min(axis=(0, 1), keepdims=True), x.max(axis=(0, 1), keepdims=True)
-    return np.round((x - low) / (high - low) * 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def synthetic() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fused RGB, visible RGB, infrared gray), 48x64."""
-    rng = np.random.default_rng(11)
-    vi = _smooth(rng, (48, 64, 3))
-    ir = _smooth(rng, (48, 64))
-    fused = np.clip(0.6 * vi + 0.5 * ir[..., None] - 20, 0, 255).astype(np.uint8)
-    return fused, vi, ir
+    return synthetic_triplet(11, 48, 64)
 
 
 CONVENTION_NAMES = ["cddfuse", "fusebench", "vifb"]
@@ -282,6 +269,8 @@ def test_gray_equals_rgb_encoded_gray(synthetic: tuple, convention: str) -> None
     as_rgb = lambda x: np.repeat(x[..., None], 3, axis=2)  # noqa: E731
     f, a = fused[..., 0], vi[..., 2]
     assert compute(f, a, ir, convention=convention) == compute(as_rgb(f), as_rgb(a), as_rgb(ir), convention=convention)
+    # a gray fused image with a colour source is used for every channel, like the RGB file holding it
+    assert compute(f, vi, ir, convention=convention) == compute(as_rgb(f), vi, as_rgb(ir), convention=convention)
 
 
 def test_fusebench_float_input_is_the_saved_8bit_image(synthetic: tuple) -> None:

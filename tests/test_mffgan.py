@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training_helpers import check_resume, real_patches, torch_threads
 
 from fusebench.imageio import read_image
 from fusebench.methods import METHODS, LearnedMethod, create
@@ -36,7 +37,7 @@ from fusebench.methods.mffgan import (
     to_tf_names,
 )
 from fusebench.tfcheckpoint import TFCheckpoint
-from fusebench.training import CHECKPOINT, FINAL, LOSS_LOG, Trainer, TrainSettings, train
+from fusebench.training import FINAL
 
 OFFICIAL = Path("reference") / "official-outputs" / "mffgan"
 WEIGHTS = Path("weights") / "official" / "mffgan-tf"
@@ -44,12 +45,7 @@ PAIRS = ("lytro_01", "lytro_02", "lytro_03")
 SIZE = 40  # training patch side in the tests (the official 60 works too; smaller is faster)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1)
 
 
 def official_gray(path: Path) -> np.ndarray:
@@ -195,43 +191,11 @@ def test_bytescale_is_scipy_imsave() -> None:
 
 # ------------------------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
-def patches(shared: Path) -> np.ndarray:
-    """8 real multi-focus patch pairs (near, far) from two Lytro pairs, uint8 N x 2 x SIZE x SIZE."""
-    out = []
-    src = shared / "datasets" / "MFIFB" / "test"
-    for pair in ("lytro_05", "lytro_08"):
-        a = np.round(read_image(src / "a" / f"{pair}.jpg").mean(axis=-1) * 255).astype(np.uint8)
-        b = np.round(read_image(src / "b" / f"{pair}.jpg").mean(axis=-1) * 255).astype(np.uint8)
-        for y, x in ((120, 120), (120, 300), (300, 120), (300, 300)):
-            out.append(np.stack([a[y : y + SIZE, x : x + SIZE], b[y : y + SIZE, x : x + SIZE]]))
-    return np.ascontiguousarray(np.stack(out))
-
-
-class Killed(Exception):
-    pass
-
-
-class Crashing(Trainer):
-    """Wraps a trainer and raises at step ``crash_at`` (a crash between two checkpoints)."""
-
-    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.crash_at, self.steps = inner, crash_at, []
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.crash_at:
-            raise Killed(step)
-        self.steps.append(step)
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
+def patches(mirror: Path) -> np.ndarray:
+    """8 real multi-focus patch pairs (near, far) from two Lytro pairs, uint8 N x 2 x SIZE x SIZE (RGB mean)."""
+    pairs = [(f"MFIFB/test/a/{p}", f"MFIFB/test/b/{p}") for p in ("lytro_05", "lytro_08")]
+    offsets = ((120, 120), (120, 300), (300, 120), (300, 300))
+    return real_patches(mirror, SIZE, offsets, pairs, gray=lambda rgb: rgb.mean(axis=-1))
 
 
 def make_trainer(**options: Any) -> MFFGANTrainer:
@@ -267,23 +231,10 @@ def test_synthetic_data_option(patches: np.ndarray) -> None:
 
 
 def test_resume_is_bitwise_identical_and_model_fuses(patches: np.ndarray, tmp_path: Path) -> None:
-    settings = TrainSettings(steps=6, batch_size=3, seed=2, checkpoint_every=2)
-    reference = tmp_path / "reference"
-    train(make_trainer(), patches, settings, reference, progress=False)
-    run = tmp_path / "run"
-    with pytest.raises(Killed):
-        train(Crashing(make_trainer(), crash_at=3), patches, settings, run, progress=False)
-    assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 2
-    resumed = Crashing(make_trainer())
-    train(resumed, patches, settings, run, progress=False)
-    assert resumed.steps == [2, 3, 4, 5]
-    final, expected = (torch.load(p / FINAL, weights_only=True) for p in (run, reference))
-    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
-    assert (run / LOSS_LOG).read_text() == (reference / LOSS_LOG).read_text()
-    full = torch.load(run / CHECKPOINT, weights_only=True)["trainer"]
-    ref_full = torch.load(reference / CHECKPOINT, weights_only=True)["trainer"]
-    for k, v in full["discriminators"]["grad"].items():
-        assert torch.equal(v, ref_full["discriminators"]["grad"][k]), k
+    # a crash between two checkpoints (at step 3, the last at step 2)
+    reference, _ = check_resume(
+        make_trainer, patches, tmp_path, steps=6, checkpoint_every=2, crash_at=3, batch_size=3, seed=2
+    )
 
     method = create("mffgan", task="mff", output="clip")
     method.load(reference / FINAL)  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from training_helpers import check_resume, torch_threads
 
 from fusebench.color import luminance
 from fusebench.imageio import read_image
@@ -31,17 +32,12 @@ from fusebench.methods.mfifgan import (
     random_masks,
     remove_small_regions,
 )
-from fusebench.training import CHECKPOINT, FINAL, LOSS_LOG, Trainer, TrainSettings, train
+from fusebench.training import FINAL
 
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -265,47 +261,10 @@ def test_smoke_training_both_players_learn(sharp: np.ndarray) -> None:
     assert set(official[:, 2].unique().tolist()) <= {-1.0, 1.0}
 
 
-class Killed(Exception):
-    pass
-
-
-class Crashing(Trainer):
-    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.crash_at, self.steps = inner, crash_at, []
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.crash_at:
-            raise Killed(step)
-        self.steps.append(step)
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
-
-
 def test_resume_is_bitwise_identical_and_model_fuses(sharp: np.ndarray, tmp_path: Path) -> None:
-    settings = TrainSettings(steps=5, batch_size=1, seed=1, checkpoint_every=2)
-    reference = tmp_path / "reference"
-    train(make_trainer(), sharp, settings, reference, progress=False)
-    run = tmp_path / "run"
-    with pytest.raises(Killed):
-        train(Crashing(make_trainer(), crash_at=3), sharp, settings, run, progress=False)
-    resumed = Crashing(make_trainer())
-    train(resumed, sharp, settings, run, progress=False)
-    assert resumed.steps == [2, 3, 4]
-    final, expected = (torch.load(p / FINAL, weights_only=True) for p in (run, reference))
-    assert final.keys() == expected.keys() and all(torch.equal(final[k], expected[k]) for k in final)
-    assert (run / LOSS_LOG).read_text() == (reference / LOSS_LOG).read_text()
-    state = torch.load(run / CHECKPOINT, weights_only=True)["trainer"]
-    ref_state = torch.load(reference / CHECKPOINT, weights_only=True)["trainer"]
-    assert all(torch.equal(v, ref_state["discriminators"]["map"][k]) for k, v in state["discriminators"]["map"].items())
+    reference, _ = check_resume(
+        make_trainer, sharp, tmp_path, steps=5, checkpoint_every=2, crash_at=3, batch_size=1, seed=1
+    )
 
     method = create("mfifgan", task="mff")
     method.load(reference / FINAL)  # type: ignore[attr-defined]

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
 from fusebench.color import luminance
-from fusebench.imageio import read_image, read_uint8
+from fusebench.imageio import read_image
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.refusion import (
     OFFICIAL_KEYS,
@@ -34,7 +34,7 @@ from fusebench.methods.refusion import (
     sobel_gradient,
     to_official_state_dict,
 )
-from fusebench.training import CHECKPOINT, FINAL, Trainer, TrainSettings, train
+from fusebench.training import FINAL
 
 OFFICIAL = Path("reference") / "official-outputs" / "refusion"
 WEIGHTS = Path("weights") / "official" / "refusion"
@@ -64,14 +64,9 @@ ALL_PAIRS = [("TNO", p) for p in ("01", "02", "03", "04", "05")] + [
 F32 = np.float32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """One intra-op thread: on a shared, loaded CPU, OpenMP's thread barriers make these small-tensor
-    workloads (and the double backward of the meta step) several times slower with two threads than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: one intra-op thread: on a shared, loaded CPU, OpenMP's thread barriers make these small-tensor workloads (and
+#: the double backward of the meta step) several times slower with two threads than one
+one_thread = torch_threads(1)
 
 
 # ------------------------------------------------------------------ the official procedure, in NumPy
@@ -275,34 +270,17 @@ def test_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="normalize"):
         ReFusion(normalize="clip")
     assert ReFusion(task="mif").input_order == "ba" and ReFusion(task="MFIF").task == "mff"
-    with pytest.raises(RuntimeError, match="no weights"):
-        ReFusion().fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
-    with pytest.raises(TypeError, match="unknown option"):
-        ReFusion().trainer("cpu", learning_rate=1e-3)
-    with pytest.raises(FileNotFoundError):
-        ReFusion().load(tmp_path / "missing.pt")
+    check_untrained_errors(ReFusion, tmp_path, learning_rate=1e-3)
 
 
 # ------------------------------------------------------------------------------------------ training
-def msrs_patches(mirror: Path, size: int) -> np.ndarray:
-    """Real SxS luminance pairs (ir, vi) cropped from the MSRS training images, uint8 N x 2 x S x S."""
-    out = []
-    for path in sorted((mirror / "MSRS" / "train" / "ir").glob("*.png")):
-        a = read_uint8(path)
-        b = np.rint(luminance(read_image(mirror / "MSRS" / "train" / "vi" / path.name)) * 255).astype(np.uint8)
-        assert a.ndim == b.ndim == 2 and a.shape == b.shape
-        for y, x in ((200, 240), (280, 400)):
-            out.append(np.stack([a[y : y + size, x : x + size], b[y : y + size, x : x + size]]))
-    return np.ascontiguousarray(np.stack(out))
-
-
 def as_batch(patches: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(patches.astype(np.float32) / 255)
 
 
 def test_loss_proposal_weights_sum_to_one(mirror: Path) -> None:
     torch.manual_seed(0)
-    x = as_batch(msrs_patches(mirror, 32)[:2])
+    x = as_batch(real_patches(mirror, 32)[:2])
     w, v = LossProposalNet()(x)
     assert w.shape == v.shape == (2, 2, 32, 32)
     for weights in (w, v):
@@ -338,7 +316,7 @@ def changed(before: dict[str, torch.Tensor], net: torch.nn.Module) -> bool:
 
 
 def test_meta_step_updates_only_p_through_the_inner_step(mirror: Path) -> None:
-    batch = as_batch(msrs_patches(mirror, 32)[:4])
+    batch = as_batch(real_patches(mirror, 32)[:4])
     trainer = ReFusion().trainer("cpu", seed=0, meta_steps=1, fusion_steps=1)
     assert isinstance(trainer, ReFusionTrainer) and trainer.is_meta_step(0) and not trainer.is_meta_step(1)
     f0, p0, r0 = snapshot(trainer.fusion), snapshot(trainer.proposal), snapshot(trainer.recon)
@@ -362,7 +340,7 @@ def test_meta_step_updates_only_p_through_the_inner_step(mirror: Path) -> None:
 
 
 def test_training_lowers_the_losses_on_real_patches(mirror: Path) -> None:
-    patches = msrs_patches(mirror, 64)
+    patches = real_patches(mirror, 64)
     trainer = ReFusion().trainer("cpu", seed=0, lr=1e-3, meta_steps=1, fusion_steps=9)
     assert isinstance(trainer, ReFusionTrainer)
     probe = as_batch(patches[[0, 3, 5, 6]])
@@ -379,61 +357,14 @@ def test_training_lowers_the_losses_on_real_patches(mirror: Path) -> None:
     ReFusionNet().load_state_dict(state, strict=True)
 
 
-class Killed(Exception):
-    """Stands in for a crash in the middle of training."""
-
-
-class CrashAt(Trainer):
-    """Runs a trainer but raises when asked for step ``crash_at`` (a crash right after a checkpoint)."""
-
-    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.crash_at, self.steps = inner, crash_at, []
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.crash_at:
-            raise Killed(f"killed before step {step}")
-        self.steps.append(step)
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
-
-
 def test_resume_through_the_shared_loop(mirror: Path, tmp_path: Path) -> None:
-    patches = msrs_patches(mirror, 32)
-    settings = TrainSettings(steps=6, batch_size=2, seed=5, checkpoint_every=3)
+    patches = real_patches(mirror, 32)
     options = {"seed": 5, "meta_steps": 1, "fusion_steps": 2}  # steps: meta, F, F, meta, F, F
-
-    def fresh(crash_at: int | None = None) -> CrashAt:
-        return CrashAt(ReFusion().trainer("cpu", **options), crash_at)
-
-    train(fresh(), patches, settings, tmp_path / "straight", progress=False)
-    with pytest.raises(Killed):
-        train(fresh(crash_at=3), patches, settings, tmp_path / "resumed", progress=False)
-    assert not (tmp_path / "resumed" / FINAL).exists()
-    again = fresh()
-    train(again, patches, settings, tmp_path / "resumed", progress=False)
-    assert again.steps == [3, 4, 5]  # continued from the step-3 checkpoint
-
-    straight = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=True)["trainer"]
-    resumed = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["trainer"]
-    for net in ("fusion", "proposal", "recon"):
-        for key, value in straight[net].items():
-            assert torch.equal(value, resumed[net][key]), f"{net}.{key}"
-    for name in ("opt_fusion", "opt_recon"):
-        for pid, entry in straight[name]["state"].items():
-            assert torch.equal(entry["exp_avg"], resumed[name]["state"][pid]["exp_avg"])
-    final_a = torch.load(tmp_path / "straight" / FINAL, weights_only=True)
-    final_b = torch.load(tmp_path / "resumed" / FINAL, weights_only=True)
-    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    # crash right after the step-3 checkpoint; F, P, R and both optimisers' moments must resume bitwise
+    _, resumed = check_resume(
+        lambda: ReFusion().trainer("cpu", **options), patches, tmp_path, steps=6, checkpoint_every=3, crash_at=3, seed=5
+    )
     method = ReFusion()
-    method.load(tmp_path / "resumed" / FINAL)  # model.pt is what ReFusion.load reads
+    method.load(resumed / FINAL)  # model.pt is what ReFusion.load reads
     out = method.fuse(patches[0, 0].astype(np.float32) / 255, patches[0, 1].astype(np.float32) / 255)
     assert out.shape == (32, 32) and out.min() == 0.0 and out.max() == 1.0

@@ -8,13 +8,12 @@ clipped to [0, 1] and **truncated** to 8 bits; colour restored with OpenCV's 8-b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_gan import check_resume, msrs_patches
+from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.tardal import (
@@ -47,12 +46,7 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = torch_threads(1)
 
 
 # ------------------------------------------------------------------ the official procedure, in NumPy
@@ -164,14 +158,9 @@ def test_options_are_validated(tmp_path: Path) -> None:
         TarDAL(variant="tardal+++")
     with pytest.raises(ValueError, match="bn_mode"):
         TarDAL(bn_mode="frozen")
-    with pytest.raises(RuntimeError, match="no weights"):
-        TarDAL().fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
-    with pytest.raises(TypeError, match="unknown option"):
-        TarDAL().trainer("cpu", learning_rate=1.0)
     with pytest.raises(ValueError, match="detail_real"):
         TarDAL().trainer("cpu", detail_real="both")
-    with pytest.raises(FileNotFoundError):
-        TarDAL().load(tmp_path / "missing.pt")
+    check_untrained_errors(TarDAL, tmp_path, learning_rate=1.0)
 
 
 def test_saliency_helpers() -> None:
@@ -187,7 +176,7 @@ def test_saliency_helpers() -> None:
 
 # ------------------------------------------------------------------------------------------ training
 def test_training_updates_all_networks_and_lowers_the_source_loss(mirror: Path) -> None:
-    patches = torch.from_numpy(msrs_patches(mirror, 64).astype(np.float32) / 255)
+    patches = torch.from_numpy(real_patches(mirror, 64).astype(np.float32) / 255)
     trainer = TarDAL().trainer("cpu", seed=0, patch_size=64, lr=1e-3)
     assert isinstance(trainer, TarDALTrainer)
     initial = {
@@ -209,7 +198,7 @@ def test_training_updates_all_networks_and_lowers_the_source_loss(mirror: Path) 
 
 
 def test_adversarial_terms_reach_the_generator_only_when_asked(mirror: Path) -> None:
-    batch = torch.from_numpy(msrs_patches(mirror, 32)[:2].astype(np.float32) / 255)
+    batch = torch.from_numpy(real_patches(mirror, 32)[:2].astype(np.float32) / 255)
     grads = {}
     for flag in (True, False):
         t = TarDALTrainer("cpu", seed=1, patch_size=32, adversarial_grad=flag, weight=(0.0, 0.0, 1.0))
@@ -221,5 +210,5 @@ def test_adversarial_terms_reach_the_generator_only_when_asked(mirror: Path) -> 
 
 
 def test_resume_through_the_shared_loop(mirror: Path, tmp_path: Path) -> None:
-    patches = msrs_patches(mirror, 32)
+    patches = real_patches(mirror, 32)
     check_resume(lambda: TarDAL().trainer("cpu", seed=2, patch_size=32), patches, tmp_path)

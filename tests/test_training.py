@@ -6,22 +6,20 @@ that continues from the last checkpoint and ends with exactly the weights of an 
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from training_helpers import CrashAt, assert_same_weights, check_resume, checkpoint_step, log_rows, real_patches
 
-from fusebench.imageio import read_uint8
 from fusebench.methods import create
 from fusebench.methods.densefuse import DenseFuse
-from fusebench.training import CHECKPOINT, FINAL, LOSS_LOG, Trainer, TrainSettings, batch_indices, train
+from fusebench.training import CHECKPOINT, FINAL, Trainer, TrainSettings, batch_indices, train
 
 SEED = 3
 SIZE = 32
@@ -30,71 +28,22 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def patches(mirror: Path) -> np.ndarray:
     """8 real 32x32 uint8 pairs (TNO 05 ir/vi and Harvard MRI-CT 16009), N x 2 x 32 x 32."""
-    out = []
-    for folder, m1, m2, pair in (
-        ("TNO/test", "ir", "vi", "05"),
-        ("Harvard-MRI-CT/test", "mri", "ct", "16009"),
-    ):
-        a = read_uint8(mirror / folder / m1 / f"{pair}.png")
-        b = read_uint8(mirror / folder / m2 / f"{pair}.png")
-        for y, x in ((40, 40), (40, 120), (120, 40), (120, 120)):
-            out.append(np.stack([a[y : y + SIZE, x : x + SIZE], b[y : y + SIZE, x : x + SIZE]]))
-    return np.ascontiguousarray(np.stack(out))
+    pairs = [("TNO/test/ir/05", "TNO/test/vi/05"), ("Harvard-MRI-CT/test/mri/16009", "Harvard-MRI-CT/test/ct/16009")]
+    return real_patches(mirror, SIZE, ((40, 40), (40, 120), (120, 40), (120, 120)), pairs)
 
 
-class Killed(Exception):
-    """Stands in for a crash in the middle of training."""
+def densefuse_trainer() -> Trainer:
+    return create("densefuse").trainer("cpu", seed=SEED)  # type: ignore[attr-defined]
 
 
-class Spy(Trainer):
-    """Wraps a trainer: records the steps it runs and can crash at a given step."""
-
-    def __init__(self, inner: Trainer, crash_at: int | None = None) -> None:
-        super().__init__(str(inner.device))
-        self.inner, self.crash_at, self.steps = inner, crash_at, []
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
-        if step == self.crash_at:
-            raise Killed(f"crash at step {step}")
-        self.steps.append(step)
-        return self.inner.train_step(batch, step)
-
-    def export(self) -> dict[str, Any]:
-        return self.inner.export()
-
-
-def densefuse_trainer(crash_at: int | None = None) -> Spy:
-    return Spy(create("densefuse").trainer("cpu", seed=SEED), crash_at)  # type: ignore[attr-defined]
-
-
-def log_rows(run: Path) -> list[list[str]]:
-    with (run / LOSS_LOG).open(newline="") as f:
-        return list(csv.reader(f))
-
-
-def checkpoint_step(run: Path) -> int:
-    return int(torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)["step"])
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa = torch.load(a, map_location="cpu", weights_only=True)
-    wb = torch.load(b, map_location="cpu", weights_only=True)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), f"{key} differs"
+SETTINGS = TrainSettings(10, 2, SEED, checkpoint_every=3)
 
 
 @pytest.fixture(scope="module")
 def reference_run(patches: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted 10-step run, the target of the resume tests."""
     run = tmp_path_factory.mktemp("uninterrupted")
-    train(densefuse_trainer(), patches, TrainSettings(10, 2, SEED, checkpoint_every=3), run, progress=False)
+    train(densefuse_trainer(), patches, SETTINGS, run, progress=False)
     return run
 
 
@@ -118,42 +67,24 @@ def test_batches_depend_only_on_seed_and_step() -> None:
 
 def test_same_seed_same_weights(reference_run: Path, patches: np.ndarray, tmp_path: Path) -> None:
     torch.manual_seed(12345)  # the global RNG state must not matter: the trainer seeds its own init
-    train(densefuse_trainer(), patches, TrainSettings(10, 2, SEED, checkpoint_every=3), tmp_path, progress=False)
+    train(densefuse_trainer(), patches, SETTINGS, tmp_path, progress=False)
     assert_same_weights(tmp_path / FINAL, reference_run / FINAL)
     assert log_rows(tmp_path) == log_rows(reference_run)
 
 
 def test_resume_after_crash(reference_run: Path, patches: np.ndarray, tmp_path: Path) -> None:
-    settings = TrainSettings(10, 2, SEED, checkpoint_every=3)
-    with pytest.raises(Killed):
-        train(densefuse_trainer(crash_at=7), patches, settings, tmp_path, progress=False)
-    assert checkpoint_step(tmp_path) == 6
-    assert not (tmp_path / FINAL).exists()
-    # rows 7 (after the checkpoint) made it to the log, plus a torn line as a kill mid-write leaves it
-    assert [int(r[0]) for r in log_rows(tmp_path)[1:]] == list(range(1, 8))
-    with (tmp_path / LOSS_LOG).open("a") as f:
-        f.write("1")
-
-    spy = densefuse_trainer()
-    train(spy, patches, settings, tmp_path, progress=False)
-    assert spy.steps == [6, 7, 8, 9]  # continued from the checkpoint, not from 0
-    rows = log_rows(tmp_path)
-    assert [int(r[0]) for r in rows[1:]] == list(range(1, 11))  # no duplicates, no torn line
-    assert rows == log_rows(reference_run)  # even the logged losses are identical
-    assert_same_weights(tmp_path / FINAL, reference_run / FINAL)
+    # a crash at step 7: the checkpoint is at step 6, row 7 made it to the log, plus a torn line as a kill
+    # in the middle of a write leaves it; the restart drops both and ends as the uninterrupted run
+    _, run = check_resume(
+        densefuse_trainer, patches, tmp_path, 10, 3, crash_at=7, seed=SEED, reference=reference_run, torn_line=True
+    )
 
     # a finished run is not trained again; asking for fewer steps than done is an error
-    again = densefuse_trainer()
-    train(again, patches, settings, tmp_path, progress=False)
+    again = CrashAt(densefuse_trainer())
+    train(again, patches, SETTINGS, run, progress=False)
     assert again.steps == []
     with pytest.raises(ValueError, match="beyond"):
-        train(
-            densefuse_trainer(),
-            patches,
-            TrainSettings(8, 2, SEED, checkpoint_every=3),
-            tmp_path,
-            progress=False,
-        )
+        train(densefuse_trainer(), patches, TrainSettings(8, 2, SEED, checkpoint_every=3), run, progress=False)
 
 
 CHILD = textwrap.dedent(
@@ -203,8 +134,8 @@ def test_resume_after_sigkill(reference_run: Path, patches: np.ndarray, tmp_path
     done = checkpoint_step(run)
     assert 0 < done < 10 and not (run / FINAL).exists()
 
-    spy = densefuse_trainer()
-    train(spy, patches, TrainSettings(10, 2, SEED, checkpoint_every=3), run, progress=False)
+    spy = CrashAt(densefuse_trainer())
+    train(spy, patches, SETTINGS, run, progress=False)
     assert spy.steps[0] == done  # resumed from the checkpoint, not from 0
     rows = log_rows(run)
     assert [int(r[0]) for r in rows[1:]] == list(range(1, 11))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import METHODS, DecisionMapMethod, choice, load_state, to_image
-from .gan import LSGAN, AdversarialTrainer, check_options, seeded
+from .gan import LSGAN, ConditionalMapTrainer, check_options, seeded
 from .mfifgan import SYNTHESIS_KEYS, SyntheticFocus
 
 __all__ = [
@@ -268,7 +268,7 @@ class FuseGAN(DecisionMapMethod):
 
 
 # ============================================================================================= trainer
-class FuseGANTrainer(AdversarialTrainer):
+class FuseGANTrainer(ConditionalMapTrainer):
     """cGAN training on synthetic triplets: per step one PatchGAN update with the LSGAN loss on
     ``[A, B, M]`` (real) vs ``[A, B, G(A, B)]`` (fake), then one generator update with
     ``LSGAN(D(A, B, G)) + l1_weight |G - M|_1``. Sources on [-1, 1], maps in [0, 1]."""
@@ -288,35 +288,20 @@ class FuseGANTrainer(AdversarialTrainer):
         synthetic = {k: other.pop(k) for k in list(other) if k in SYNTHESIS_KEYS}
         check_options(self.method, other)
         defaults = {"psf": "disk", "blur": (1.5, 4.5), "matte": "hard", "swap": 0.5}
-        self.synthesis = SyntheticFocus.from_options(synthetic, **defaults)
-        self.l1_weight = float(l1_weight)
         generator = seeded(seed, build_generator)
         disc = seeded(None if seed is None else int(seed) + 1, build_discriminator)
-        betas = (float(beta1), float(beta2))
         super().__init__(
             device,
+            synthesis=SyntheticFocus.from_options(synthetic, **defaults),
+            name="patch",
             generator=generator,
-            discriminators={"patch": disc},
-            g_optimizer=torch.optim.Adam(generator.parameters(), lr=float(lr), betas=betas),
-            d_optimizers={"patch": torch.optim.Adam(disc.parameters(), lr=float(lr), betas=betas)},
-            objectives=LSGAN(),
-            d_steps=1,
+            discriminator=disc,
+            g_lr=lr,
+            d_lr=lr,
+            betas=(float(beta1), float(beta2)),
+            objective=LSGAN(),
+            map_weight=l1_weight,
         )
-
-    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = super().prepare_batch(batch)
-        a, b, m = self.synthesis(batch)
-        return torch.cat([a * 2 - 1, b * 2 - 1, m], dim=1)
 
     def generate(self, batch: torch.Tensor) -> torch.Tensor:
         return run_generator(self.generator, batch[:, 0:1], batch[:, 1:2])
-
-    def discriminator_inputs(
-        self, name: str, batch: torch.Tensor, fused: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch, torch.cat([batch[:, :2], fused], dim=1)
-
-    def generator_loss(self, batch: torch.Tensor, fused: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        adversarial = self.adversarial("patch", torch.cat([batch[:, :2], fused], dim=1))
-        l1 = (fused - batch[:, 2:3]).abs().mean()
-        return {"loss": adversarial + self.l1_weight * l1, "adversarial": adversarial, "l1": l1}

@@ -43,7 +43,7 @@ from torch import nn
 
 from ..losses import laplacian
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
-from .gan import LSGAN, AdversarialTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
+from .gan import LSGAN, CentreCropTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
 
 #: (kernel, in, out) of the five generator layers
 GENERATOR_LAYERS = ((5, 2, 256), (5, 256, 128), (3, 128, 64), (3, 64, 32), (1, 32, 1))
@@ -269,11 +269,13 @@ class FusionGAN(LearnedMethod):
 
 
 # --------------------------------------------------------------------------------------------- trainer
-class FusionGANTrainer(AdversarialTrainer):
+class FusionGANTrainer(CentreCropTrainer):
     """Batches of ``patch_size`` pairs (ir, vi) in [0, 1] -> [-1, 1]; labels are the central
     ``patch_size - 12`` crops; one discriminator ``vi``."""
 
     method: ClassVar[str] = "fusiongan"
+    crop: ClassVar[int] = PAD
+    min_patch: ClassVar[int] = SHRINK + 31  # the discriminator's four stride-2 3x3 convs need 31x31 labels
 
     def __init__(
         self,
@@ -289,7 +291,6 @@ class FusionGANTrainer(AdversarialTrainer):
         **other: Any,
     ) -> None:
         check_options("fusiongan", other)
-        self.lam, self.xi = float(lam), float(xi)
         label = int(patch_size) - SHRINK
         generator = seeded(seed, FusionGANGenerator)
         disc = seeded(None if seed is None else seed + 1, lambda: FusionGANDiscriminator(label))
@@ -298,40 +299,16 @@ class FusionGANTrainer(AdversarialTrainer):
         super().__init__(
             device,
             generator=generator,
-            discriminators={"vi": disc},
-            g_optimizer=torch.optim.Adam(generator.parameters(), lr=float(lr)),
-            d_optimizers={"vi": torch.optim.Adam(disc.parameters(), lr=float(lr))},
-            objectives=LSGAN(real_label=real, fake_label=fake, generator_label=real),
+            discriminator=disc,
+            lr=lr,
+            lam=lam,
+            xi=xi,
+            objective=LSGAN(real_label=real, fake_label=fake, generator_label=real),
             d_steps=int(d_steps),
         )
 
-    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = super().prepare_batch(batch)
-        if min(batch.shape[-2:]) - SHRINK < 31:
-            raise ValueError(f"fusiongan trainer: patches must be at least 43x43, got {tuple(batch.shape[-2:])}")
-        return batch * 2.0 - 1.0
-
-    @staticmethod
-    def labels(batch: torch.Tensor) -> torch.Tensor:
-        """Central crops matching the generator's VALID output (B x 2 x (H-12) x (W-12))."""
-        return batch[..., PAD:-PAD, PAD:-PAD]
-
-    def discriminator_inputs(
-        self, name: str, batch: torch.Tensor, fused: torch.Tensor
+    def content_terms(
+        self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.labels(batch)[:, 1:], fused
-
-    def generator_loss(self, batch: torch.Tensor, fused: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        labels = self.labels(batch)
-        ir, vi = labels[:, :1], labels[:, 1:]
-        intensity = ((fused - ir) ** 2).mean()
-        grad = ((laplacian(fused) - laplacian(vi)) ** 2).mean()
-        content = intensity + self.xi * grad
-        adv = self.adversarial("vi", fused)
-        return {
-            "loss": adv + self.lam * content,
-            "adv": adv,
-            "content": content,
-            "intensity": intensity,
-            "grad": grad,
-        }
+        """Mean squared intensity and (reflect-padded) Laplacian differences."""
+        return ((fused - ir) ** 2).mean(), ((laplacian(fused) - laplacian(vi)) ** 2).mean()

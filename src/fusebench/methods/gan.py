@@ -82,6 +82,14 @@ generator's loss terms are computed under ``no_grad`` for the log only.
 The step returns ``{"loss": generator total, <generator terms>, "d_<name>": discriminator loss, ...}`` as
 floats (the last update of each), which the shared loop writes to ``loss.csv``.
 
+Two schemes shared by several methods are subclasses here:
+
+* :class:`CentreCropTrainer` (FusionGAN, UFGAN): a VALID-convolution generator on ``cat([ir, vi])`` in
+  [-1, 1] compared with the central crops of the sources, one discriminator ``vi`` (visible crop vs fused),
+  generator loss ``adv + lam (intensity + xi grad)``; a subclass gives the two content terms;
+* :class:`ConditionalMapTrainer` (FuseGAN, MFIF-GAN): a decision-map cGAN on synthetic multi-focus triplets
+  ``(A, B, M)``, one discriminator on ``[A, B, map]``, generator loss ``adversarial + w |G - M|_1``.
+
 ``state_dict()`` holds the generator, every discriminator, every optimiser and scheduler (and
 ``extra_state()``); together with the torch RNG that the shared loop checkpoints, a resumed run is
 bitwise identical to an uninterrupted one. Networks should be built with :func:`seeded` so their initial
@@ -91,7 +99,7 @@ weights depend on the ``seed`` option only.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -105,6 +113,8 @@ __all__ = [
     "LSGAN",
     "OBJECTIVES",
     "AdversarialTrainer",
+    "CentreCropTrainer",
+    "ConditionalMapTrainer",
     "Objective",
     "WGANDiv",
     "WGANGP",
@@ -476,3 +486,137 @@ class AdversarialTrainer(Trainer):
 
     def export(self) -> dict[str, Any]:
         return {k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------- shared schemes
+class CentreCropTrainer(AdversarialTrainer):
+    """FusionGAN's scheme (also UFGAN's): batches of (ir, vi) patches scaled to [-1, 1]; the generator's VALID
+    output, ``crop`` pixels smaller per side, is compared with the central crops of the sources ("labels");
+    one discriminator ``vi`` tells the visible crop from the fused image; one Adam learning rate for both
+    networks; generator loss ``adv + lam (intensity + xi grad)`` with the terms of :meth:`content_terms`."""
+
+    #: pixels per side the generator's output is smaller than its input
+    crop: ClassVar[int] = 0
+    #: the smallest patch side the networks take
+    min_patch: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        device: str,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        lr: float,
+        lam: float,
+        xi: float,
+        objective: Objective,
+        **schedule: Any,
+    ) -> None:
+        self.lam, self.xi = float(lam), float(xi)
+        super().__init__(
+            device,
+            generator=generator,
+            discriminators={"vi": discriminator},
+            g_optimizer=torch.optim.Adam(generator.parameters(), lr=float(lr)),
+            d_optimizers={"vi": torch.optim.Adam(discriminator.parameters(), lr=float(lr))},
+            objectives=objective,
+            **schedule,
+        )
+
+    def content_terms(
+        self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (intensity, gradient) content terms of ``fused`` against the labels ``ir`` and ``vi``."""
+        raise NotImplementedError
+
+    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = super().prepare_batch(batch)
+        if min(batch.shape[-2:]) < self.min_patch:
+            side = f"{self.min_patch}x{self.min_patch}"
+            raise ValueError(f"{self.method} trainer: patches must be at least {side}, got {tuple(batch.shape[-2:])}")
+        return batch * 2.0 - 1.0
+
+    def labels(self, batch: torch.Tensor) -> torch.Tensor:
+        """Central crops matching the generator's VALID output (B x 2 x (H - 2 crop) x (W - 2 crop))."""
+        c, (h, w) = self.crop, batch.shape[-2:]
+        return batch[..., c : h - c, c : w - c]
+
+    def discriminator_inputs(
+        self, name: str, batch: torch.Tensor, fused: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.labels(batch)[:, 1:], fused
+
+    def generator_loss(self, batch: torch.Tensor, fused: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        labels = self.labels(batch)
+        intensity, grad = self.content_terms(fused, labels[:, :1], labels[:, 1:])
+        content = intensity + self.xi * grad
+        adv = self.adversarial("vi", fused)
+        return {
+            "loss": adv + self.lam * content,
+            "adv": adv,
+            "content": content,
+            "intensity": intensity,
+            "grad": grad,
+        }
+
+
+class ConditionalMapTrainer(AdversarialTrainer):
+    """A decision-map cGAN on synthetic multi-focus triplets (FuseGAN, MFIF-GAN). ``prepare_batch`` turns the
+    batch's sharp images into triplets with ``synthesis`` (``batch -> (A, B, M)``, e.g.
+    :class:`~fusebench.methods.mfifgan.SyntheticFocus`), stacked N x 3 x H x W: A and B on [-1, 1], then the
+    target map :meth:`map_target`; the generator (:meth:`generate`) maps (A, B) to a map; the one
+    discriminator ``name`` tells ``[A, B, M]`` (real) from ``[A, B, G]`` (fake) and is updated once per step;
+    the generator loss is its adversarial term plus ``map_weight |G - M|_1``, logged as ``adversarial`` and
+    :attr:`map_term`. Both Adam optimisers take ``betas``."""
+
+    #: the log name of the L1 map term
+    map_term: ClassVar[str] = "l1"
+
+    def __init__(
+        self,
+        device: str,
+        *,
+        synthesis: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        name: str,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        g_lr: float,
+        d_lr: float,
+        betas: tuple[float, float],
+        objective: Objective,
+        map_weight: float,
+        **schedule: Any,
+    ) -> None:
+        self.synthesis = synthesis
+        self.map_weight = float(map_weight)
+        super().__init__(
+            device,
+            generator=generator,
+            discriminators={name: discriminator},
+            g_optimizer=torch.optim.Adam(generator.parameters(), lr=float(g_lr), betas=betas),
+            d_optimizers={name: torch.optim.Adam(discriminator.parameters(), lr=float(d_lr), betas=betas)},
+            objectives=objective,
+            d_steps=1,
+            **schedule,
+        )
+        self.disc_name = name
+
+    def map_target(self, m: torch.Tensor) -> torch.Tensor:
+        """The target the generator's map is compared with, from the synthetic map ``m`` in [0, 1]."""
+        return m
+
+    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """Bx2xHxW sharp images in [0, 1] -> N x 3 x H x W: A and B on [-1, 1] and the target map."""
+        batch = super().prepare_batch(batch)
+        a, b, m = self.synthesis(batch)
+        return torch.cat([a * 2 - 1, b * 2 - 1, self.map_target(m)], dim=1)
+
+    def discriminator_inputs(
+        self, name: str, batch: torch.Tensor, fused: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch, torch.cat([batch[:, :2], fused], dim=1)
+
+    def generator_loss(self, batch: torch.Tensor, fused: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        adversarial = self.adversarial(self.disc_name, torch.cat([batch[:, :2], fused], dim=1))
+        distance = (fused - batch[:, 2:3]).abs().mean()
+        return {"loss": adversarial + self.map_weight * distance, "adversarial": adversarial, self.map_term: distance}

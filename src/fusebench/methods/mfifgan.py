@@ -42,7 +42,7 @@ from scipy import ndimage
 from torch import nn
 
 from .base import METHODS, DecisionMapMethod, choice, load_state, to_image
-from .gan import AdversarialTrainer, Objective, check_options, seeded
+from .gan import ConditionalMapTrainer, Objective, check_options, seeded
 
 __all__ = [
     "GENERATOR_PARAMETERS",
@@ -498,7 +498,7 @@ class ConditionalWGANGP(Objective):
         return -d_fake.mean()
 
 
-class MFIFGANTrainer(AdversarialTrainer):
+class MFIFGANTrainer(ConditionalMapTrainer):
     """The official ``Solver.train`` on the shared adversarial trainer; one loop step = one iteration.
 
     Every step: synthesise triplets (A, B, M) from the batch (:class:`SyntheticFocus`; sources and targets
@@ -518,7 +518,8 @@ class MFIFGANTrainer(AdversarialTrainer):
     """
 
     method: ClassVar[str] = "mfifgan"
-    G_TERMS: ClassVar[tuple[str, ...]] = ("loss", "adversarial", "reconstruction")
+    map_term: ClassVar[str] = "reconstruction"
+    G_TERMS: ClassVar[tuple[str, ...]] = ("loss", "adversarial", map_term)
 
     def __init__(
         self,
@@ -539,56 +540,38 @@ class MFIFGANTrainer(AdversarialTrainer):
     ) -> None:
         synthetic = {k: other.pop(k) for k in list(other) if k in SYNTHESIS_KEYS}
         check_options(self.method, other)
-        self.synthesis = SyntheticFocus.from_options(synthetic)
         self.map_range = choice("mfifgan trainer", "map_range", map_range, MAP_RANGES)
         self.n_critic = int(n_critic)
         if self.n_critic < 1:
             raise ValueError("mfifgan trainer: n_critic must be >= 1")
-        self.lambda_rec = float(lambda_rec)
         self.base_lr = (float(g_lr), float(d_lr))
         self.total_steps = None if steps is None else int(steps)
         self.lr_decay_iters, self.lr_update_step = int(lr_decay_iters), int(lr_update_step)
         generator = seeded(seed, MFIFGANGenerator)
         disc = seeded(None if seed is None else int(seed) + 1, MFIFGANDiscriminator)
-        betas = (float(beta1), float(beta2))
         super().__init__(
             device,
+            synthesis=SyntheticFocus.from_options(synthetic),
+            name="map",
             generator=generator,
-            discriminators={"map": disc},
-            g_optimizer=torch.optim.Adam(generator.parameters(), lr=float(g_lr), betas=betas),
-            d_optimizers={"map": torch.optim.Adam(disc.parameters(), lr=float(d_lr), betas=betas)},
-            objectives=ConditionalWGANGP(weight=float(lambda_gp), condition=2),
-            d_steps=1,
+            discriminator=disc,
+            g_lr=g_lr,
+            d_lr=d_lr,
+            betas=(float(beta1), float(beta2)),
+            objective=ConditionalWGANGP(weight=float(lambda_gp), condition=2),
+            map_weight=lambda_rec,
             g_every=self.n_critic,
         )
         self.last_g: dict[str, float] = {k: float("nan") for k in self.G_TERMS}
         self.set_lr(0)
 
     # -- data
-    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        """Bx2xHxW sharp images in [0, 1] -> N x 3 x H x W: A and B on [-1, 1] and the target map."""
-        batch = super().prepare_batch(batch)
-        a, b, m = self.synthesis(batch)
-        target = m * 2 - 1 if self.map_range == "official" else m
-        return torch.cat([a * 2 - 1, b * 2 - 1, target], dim=1)
+    def map_target(self, m: torch.Tensor) -> torch.Tensor:
+        return m * 2 - 1 if self.map_range == "official" else m
 
     def generate(self, batch: torch.Tensor) -> torch.Tensor:
         """The map, center-cropped to the patch (the generator gives ``4 ceil(H / 4)`` rows)."""
         return center_crop(self.generator(batch[:, 0:1], batch[:, 1:2]), *batch.shape[-2:])
-
-    def discriminator_inputs(
-        self, name: str, batch: torch.Tensor, fused: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch, torch.cat([batch[:, :2], fused], dim=1)
-
-    def generator_loss(self, batch: torch.Tensor, fused: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        adversarial = self.adversarial("map", torch.cat([batch[:, :2], fused], dim=1))
-        reconstruction = (batch[:, 2:3] - fused).abs().mean()
-        return {
-            "loss": adversarial + self.lambda_rec * reconstruction,
-            "adversarial": adversarial,
-            "reconstruction": reconstruction,
-        }
 
     # -- schedule
     def lr_at(self, step: int) -> tuple[float, float]:

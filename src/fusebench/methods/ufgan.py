@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
-from .gan import LSGAN, AdversarialTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
+from .gan import LSGAN, CentreCropTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
 
 SHRINK = 8  # output = input - 8
 PAD = SHRINK // 2
@@ -228,10 +228,12 @@ class UFGAN(LearnedMethod):
 
 
 # --------------------------------------------------------------------------------------------- trainer
-class UFGANTrainer(AdversarialTrainer):
+class UFGANTrainer(CentreCropTrainer):
     """One discriminator ``vi``; D every step, G every ``g_every`` steps; labels = central crops."""
 
     method: ClassVar[str] = "ufgan"
+    crop: ClassVar[int] = PAD
+    min_patch: ClassVar[int] = MIN_SIZE
 
     def __init__(
         self,
@@ -246,50 +248,27 @@ class UFGANTrainer(AdversarialTrainer):
     ) -> None:
         check_options("ufgan", other)
         self.content = choice("ufgan", "content", content, CONTENT)
-        self.lam, self.xi = float(lam), float(xi)
         generator = seeded(seed, UFGANGenerator)
         disc = seeded(None if seed is None else seed + 1, UFGANDiscriminator)
         super().__init__(
             device,
             generator=generator,
-            discriminators={"vi": disc},
-            g_optimizer=torch.optim.Adam(generator.parameters(), lr=float(lr)),
-            d_optimizers={"vi": torch.optim.Adam(disc.parameters(), lr=float(lr))},
-            objectives=LSGAN(real_label=(0.7, 1.2), fake_label=(0.0, 0.3), generator_label=(0.7, 1.2)),
+            discriminator=disc,
+            lr=lr,
+            lam=lam,
+            xi=xi,
+            objective=LSGAN(real_label=(0.7, 1.2), fake_label=(0.0, 0.3), generator_label=(0.7, 1.2)),
             d_steps=1,
             g_every=int(g_every),
         )
 
-    def prepare_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        batch = super().prepare_batch(batch)
-        if min(batch.shape[-2:]) < MIN_SIZE:
-            raise ValueError(f"ufgan trainer: patches must be at least {MIN_SIZE}x{MIN_SIZE}")
-        return batch * 2.0 - 1.0
-
-    @staticmethod
-    def labels(batch: torch.Tensor) -> torch.Tensor:
-        return batch[..., PAD:-PAD, PAD:-PAD]
-
-    def discriminator_inputs(
-        self, name: str, batch: torch.Tensor, fused: torch.Tensor
+    def content_terms(
+        self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.labels(batch)[:, 1:], fused
-
-    def generator_loss(self, batch: torch.Tensor, fused: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        labels = self.labels(batch)
-        ir, vi = labels[:, :1], labels[:, 1:]
+        """Frobenius norms over the pixel count (``content="norm"``) or mean squares of the intensity and
+        zero-padded Laplacian differences."""
         d_int, d_grad = fused - ir, laplacian_zero(fused) - laplacian_zero(vi)
         if self.content == "norm":
             n = fused.numel()
-            intensity, grad = d_int.pow(2).sum().sqrt() / n, d_grad.pow(2).sum().sqrt() / n
-        else:
-            intensity, grad = d_int.pow(2).mean(), d_grad.pow(2).mean()
-        content = intensity + self.xi * grad
-        adv = self.adversarial("vi", fused)
-        return {
-            "loss": adv + self.lam * content,
-            "adv": adv,
-            "content": content,
-            "intensity": intensity,
-            "grad": grad,
-        }
+            return d_int.pow(2).sum().sqrt() / n, d_grad.pow(2).sum().sqrt() / n
+        return d_int.pow(2).mean(), d_grad.pow(2).mean()
