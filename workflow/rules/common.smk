@@ -51,15 +51,19 @@ def train_set(dataset):
 
 
 def official_weights(key, task):
-    """Registered official weights of entry `key` for `task`, or None (a mapping gives one per task)."""
+    """Registered official weights of entry `key` for `task`: a list of names (several for a TF1 checkpoint,
+    .index first), empty if the entry has none for the task (a mapping gives them per task)."""
     official = method_entry(key).get("official")
-    return official.get(task) if isinstance(official, dict) else official
+    if isinstance(official, dict):
+        official = official.get(task)
+    if official is None:
+        return []
+    return [official] if isinstance(official, str) else list(official)
 
 
 def runs_on(key, task):
-    entry = method_entry(key)
-    per_task = isinstance(entry.get("official"), dict)
-    return task in method_class(key).tasks and (not per_task or official_weights(key, task) is not None)
+    per_task = isinstance(method_entry(key).get("official"), dict)
+    return task in method_class(key).tasks and (not per_task or bool(official_weights(key, task)))
 
 
 def methods_for(dataset):
@@ -94,28 +98,27 @@ def all_metrics(wildcards):
 
 
 def weights_input(wc):
-    task = DATASETS.get(wc.dataset).task
-    official = official_weights(wc.method, task)
+    official = official_weights(wc.method, DATASETS.get(wc.dataset).task)
     if official:
-        return f"results/weights/{weights_registry()[official].local_path}"
+        return [f"results/weights/{weights_registry()[name].local_path}" for name in official]
     if is_trained(wc.method):
-        return f"results/models/{training_key(wc.method)}/{train_set(wc.dataset)}/model.pt"
+        return [f"results/models/{training_key(wc.method)}/{train_set(wc.dataset)}/model.pt"]
     return []
 
 
 def weights_arg(wc, input):
+    """A checkpoint of several files is passed by its first one; the method finds the others beside it."""
     if not input.weights:
         return ""
     official = official_weights(wc.method, DATASETS.get(wc.dataset).task)
-    return f"--official {input.weights}" if official else f"--weights {input.weights}"
+    return f"{'--official' if official else '--weights'} {input.weights[0]}"
 
 
 for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):
     DATASETS.get(_dataset)  # unknown names fail here with the list of known datasets
 for _key in METHOD_KEYS:
     method_class(_key)
-    _official = method_entry(_key).get("official", {})
-    for _name in _official.values() if isinstance(_official, dict) else [_official]:
+    for _name in {name for task in ("ivif", "mif", "mff", "mef") for name in official_weights(_key, task)}:
         if _name not in weights_registry():
             raise ValueError(
                 f"methods.{_key}.official: unknown weights {_name!r}; `fusebench fetch-weights list` lists them"
