@@ -5,7 +5,12 @@ CORES ?= all
 
 .PHONY: install quickstart benchmark test test-all lint
 
+# torch first, pinned to the CPU build this project is tested with: an unpinned `torch>=2.2` lets the
+# resolver pick a multi-GB CUDA build. A torch that is already installed (e.g. a CUDA build on a GPU node) is kept.
+TORCH ?= torch==2.13.0
+
 install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet "$(TORCH)"
 	$(PYTHON) -m pip install --quiet -e ".[workflow,test]"
 
 quickstart: install
