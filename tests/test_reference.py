@@ -22,7 +22,7 @@ def test_published_rows_name_registered_datasets_and_a_source():
 def test_published_values_transcribed_from_cddfuse_table_1():
     rows = published()
     tno = rows[(rows["dataset"] == "TNO-cddfuse25") & (rows["published_name"] == "TarDAL")]
-    assert dict(zip(tno["metric"], tno["value"])) == {
+    assert dict(zip(tno["metric"], tno["value"], strict=True)) == {
         "EN": 6.84,
         "SD": 45.63,
         "SF": 8.68,
