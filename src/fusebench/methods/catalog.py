@@ -168,11 +168,21 @@ class MethodSpec:
                 )
         return {**options, **implied}
 
+    def with_weights_file(self, path: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`with_weights` for the registered weights whose file name ``path`` has (``options`` unchanged
+        for other files and folders)."""
+        from ..weights import registry as weights_registry
+
+        names = [name for name in self.weights_options if weights_registry()[name].filename == Path(path).name]
+        return self.with_weights(names[0], options) if len(names) == 1 else dict(options)
+
 
 @cache
 def catalog() -> dict[str, MethodSpec]:
     """The validated catalogue, name -> :class:`MethodSpec` (read once)."""
     import jsonschema
+
+    from ..weights import registry as weights_registry
 
     raw = yaml.safe_load(CATALOG_FILE.read_text())
     try:
@@ -204,6 +214,9 @@ def catalog() -> dict[str, MethodSpec]:
                 option.check(f"{CATALOG_FILE}: {name}.{where}", option.default)
         for implied in spec.weights_options.values():
             spec.check_options(implied)
+        unknown_weights = sorted(set(spec.weights_options) - set(weights_registry()))
+        if unknown_weights:
+            raise ValueError(f"{CATALOG_FILE}: {name}.weights_options: unregistered weights {unknown_weights}")
         specs[name] = spec
     return specs
 
