@@ -52,8 +52,8 @@ class Option:
         if value is None and self.default is None:
             return
         if not self._has_type(value):
-            size = f" of {self.length}" if self.length else ""
-            kind = f"a list{size} of numbers" if self.type == "floats" else f"of type {self.type}"
+            listed = f"a list of {self.length} numbers" if self.length else "a list of numbers"
+            kind = listed if self.type == "floats" else f"of type {self.type}"
             raise OptionError(f"{where}: option {self.name} must be {kind}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
