@@ -61,7 +61,8 @@ class FusionMethod(ABC):
     description: ClassVar[str]
 
     def __init__(self, task: str | None = None, **options: Any) -> None:
-        METHODS.spec(self.name).check_options(options)
+        if getattr(self, "name", None) in METHODS:  # an ad-hoc subclass outside the catalogue declares nothing
+            METHODS.spec(self.name).check_options(options)
         #: task of the images being fused ("ivif", "mif", "mff", "mef"); the workflow passes the dataset's
         #: task, so methods with per-task behaviour (weights, input order) need no extra config
         self.task = task
