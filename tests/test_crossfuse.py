@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from training_helpers import check_resume, crop_patches, log_rows, torch_threads
+from training_helpers import check_resume, crop_patches, log_rows, recipe, torch_threads
 
 from fusebench.color import luminance
 from fusebench.fuse import fuse_images
@@ -123,7 +123,7 @@ def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 def test_registered_for_ivif() -> None:
     cls = METHODS.get("crossfuse")
     assert cls.learned and cls.tasks == ("ivif",)
-    assert cls.train_defaults["stage1_fraction"] == 0.5
+    assert recipe("crossfuse")["stage1_fraction"] == 0.5
 
 
 def test_state_dicts_have_the_official_layout() -> None:

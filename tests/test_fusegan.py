@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from training_helpers import check_resume, real_patches, torch_threads
+from training_helpers import check_resume, real_patches, recipe, torch_threads
 
 from fusebench.methods import METHODS, create
 from fusebench.methods.base import DecisionMapMethod, combine
@@ -40,7 +40,7 @@ def sharp(mirror: Path) -> np.ndarray:
 def test_registration_and_defaults() -> None:
     cls = METHODS.get("fusegan")
     assert cls is FuseGAN and issubclass(cls, DecisionMapMethod) and cls.tasks == ("mff",)
-    d = cls.train_defaults
+    d = recipe("fusegan")
     assert (d["lr"], d["beta1"], d["l1_weight"], d["synthetic_psf"]) == (2e-4, 0.5, 100.0, "disk")
     with pytest.raises(ValueError, match="refine"):
         FuseGAN(refine="bogus")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
+from training_helpers import check_resume, check_untrained_errors, real_patches, recipe, torch_threads
 
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.fusiongan import (
@@ -87,7 +87,7 @@ def synthetic_tf_variables(seed: int = 0) -> dict[str, np.ndarray]:
 def test_registered_and_parameter_counts() -> None:
     assert METHODS.get("fusiongan") is FusionGAN and issubclass(FusionGAN, LearnedMethod)
     assert FusionGAN.tasks == ("ivif",)
-    assert FusionGAN.train_defaults["patch_size"] == 132 and FusionGAN.train_defaults["lam"] == 100.0
+    assert recipe("fusiongan")["patch_size"] == 132 and recipe("fusiongan")["lam"] == 100.0
     assert parameter_count(FusionGANGenerator()) == 925_633
     d = FusionGANDiscriminator(120)
     assert d.side == 6 and d.line_5.in_features == 6 * 6 * 256

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import check_resume, real_patches, torch_threads
+from training_helpers import check_resume, real_patches, recipe, torch_threads
 
 from fusebench.imageio import read_image
 from fusebench.methods import METHODS, LearnedMethod, create
@@ -103,7 +103,7 @@ def test_fuse_on_colour_pipeline_inputs(shared: Path) -> None:
 def test_registration_and_defaults() -> None:
     cls = METHODS.get("mffgan")
     assert cls is MFFGAN and issubclass(cls, LearnedMethod) and cls.tasks == ("mff",)
-    d = cls.train_defaults
+    d = recipe("mffgan")
     assert (d["batch_size"], d["patch_size"], d["lr"], d["d_steps"]) == (32, 60, 1e-4, 2)
     assert (d["adv_weight"], d["content_weight"], d["grad_weight"]) == (1.0, 10.0, 5.0)
     with pytest.raises(ValueError, match="output"):

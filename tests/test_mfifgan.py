@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from training_helpers import check_resume, torch_threads
+from training_helpers import check_resume, recipe, torch_threads
 
 from fusebench.color import luminance
 from fusebench.imageio import read_image
@@ -64,7 +64,7 @@ def as_batch(p: np.ndarray) -> torch.Tensor:
 def test_registration_and_defaults() -> None:
     cls = METHODS.get("mfifgan")
     assert cls is MFIFGAN and issubclass(cls, DecisionMapMethod) and cls.tasks == ("mff",)
-    d = cls.train_defaults
+    d = recipe("mfifgan")
     assert (d["steps"], d["n_critic"], d["lambda_rec"], d["lambda_gp"]) == (120_000, 5, 10.0, 10.0)
     assert (d["g_lr"], d["d_lr"], d["beta1"], d["beta2"]) == (1e-4, 1e-4, 0.5, 0.999)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
+from training_helpers import check_resume, check_untrained_errors, real_patches, recipe, torch_threads
 
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.tardal import (
@@ -144,7 +144,7 @@ def test_subnormal_weights_are_flushed(shared: Path) -> None:
 # --------------------------------------------------------------------------------- architecture, options
 def test_registered_and_parameter_counts(shared: Path) -> None:
     assert METHODS.get("tardal") is TarDAL and issubclass(TarDAL, LearnedMethod)
-    assert TarDAL.tasks == ("ivif",) and TarDAL.train_defaults["batch_size"] == 8
+    assert TarDAL.tasks == ("ivif",) and recipe("tardal")["batch_size"] == 8
     assert parameter_count(TarDALGenerator()) == 296_577
     # official discriminator: 3 convs + linear over 28 x 28 x 128 for 224 x 224 inputs
     assert parameter_count(TarDALDiscriminator(32, 224)) == 320 + 18_496 + 73_856 + 28 * 28 * 128 + 1

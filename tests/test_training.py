@@ -6,6 +6,9 @@ that continues from the last checkpoint and ends with exactly the weights of an 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,10 +19,14 @@ import numpy as np
 import pytest
 import torch
 from training_helpers import CrashAt, assert_same_weights, check_resume, checkpoint_step, log_rows, real_patches
+from typer.testing import CliRunner
 
+from fusebench.cli import app
+from fusebench.datasets import DATASETS
 from fusebench.methods import create
+from fusebench.methods import refusion as refusion_module
 from fusebench.methods.densefuse import DenseFuse
-from fusebench.training import CHECKPOINT, FINAL, Trainer, TrainSettings, batch_indices, train
+from fusebench.training import CHECKPOINT, FINAL, RECIPE, Trainer, TrainSettings, batch_indices, train
 
 SEED = 3
 SIZE = 32
@@ -79,12 +86,69 @@ def test_resume_after_crash(reference_run: Path, patches: np.ndarray, tmp_path: 
         densefuse_trainer, patches, tmp_path, 10, 3, crash_at=7, seed=SEED, reference=reference_run, torn_line=True
     )
 
-    # a finished run is not trained again; asking for fewer steps than done is an error
+    # a finished run is not trained again; asking for fewer steps starts over (a shorter run is another run)
     again = CrashAt(densefuse_trainer())
     train(again, patches, SETTINGS, run, progress=False)
     assert again.steps == []
-    with pytest.raises(ValueError, match="beyond"):
-        train(densefuse_trainer(), patches, TrainSettings(8, 2, SEED, checkpoint_every=3), run, progress=False)
+    shorter = CrashAt(densefuse_trainer())
+    train(shorter, patches, TrainSettings(8, 2, SEED, checkpoint_every=3), run, progress=False)
+    assert shorter.steps == list(range(8)) and checkpoint_step(run) == 8
+
+
+def test_changed_settings_start_over(patches: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rerunning into a finished run's folder with another learning rate trains again from step 0, as a fresh run
+    with that rate does, instead of resuming at the end and keeping the old model (the log says what changed)."""
+
+    def run(folder: Path, lr: float, sha: str = "0" * 64) -> Path:
+        trainer = create("densefuse").trainer("cpu", seed=SEED, lr=lr)
+        recipe = {"train_options": {"lr": lr}, "patches_sha256": sha}
+        return train(trainer, patches, SETTINGS, folder, progress=False, recipe=recipe)
+
+    first = run(tmp_path / "run", 1e-4)
+    shutil.copy(first, tmp_path / "first.pt")
+    capsys.readouterr()
+    changed = run(tmp_path / "run", 1e-3)
+    assert "settings changed (train_options.lr: 0.0001 -> 0.001)" in capsys.readouterr().err
+    assert_same_weights(changed, run(tmp_path / "fresh", 1e-3))
+    with pytest.raises(AssertionError):
+        assert_same_weights(changed, tmp_path / "first.pt")
+    assert log_rows(tmp_path / "run") == log_rows(tmp_path / "fresh")
+    assert json.loads((tmp_path / "run" / RECIPE).read_text())["train_options"] == {"lr": 1e-3}
+
+    capsys.readouterr()  # another patch file: start over too
+    again = CrashAt(create("densefuse").trainer("cpu", seed=SEED, lr=1e-3))
+    train(again, patches, SETTINGS, tmp_path / "run", progress=False, recipe={"train_options": {"lr": 1e-3}})
+    assert "patches_sha256: '000" in capsys.readouterr().err and again.steps == list(range(10))
+
+
+def test_cli_trains_with_the_task_and_writes_the_recipe(
+    patches: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fusebench train --task mif` gives ReFusion the input order it fuses medical images with (the order fusion
+    derives from the dataset's task), and recipe.json holds the recipe used: catalogue values plus overrides."""
+    seen: dict[str, object] = {}
+    build = refusion_module.ReFusionTrainer.__init__
+
+    def spy(self: refusion_module.ReFusionTrainer, device: str, **options: object) -> None:
+        seen.update(options)
+        build(self, device, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(refusion_module.ReFusionTrainer, "__init__", spy)
+    np.save(tmp_path / "p.npy", patches)
+    run = tmp_path / "run"
+    args = ["--patches", str(tmp_path / "p.npy"), "--out", str(run), "--steps", "2", "--batch-size", "4"]
+    options = ["--train-options", '{"meta_steps": 1, "fusion_steps": 1}', "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(app, ["train", "--method", "refusion", "--task", "mif", *args, *options])
+    assert result.exit_code == 0, result.output
+    fusing = create("refusion", task=DATASETS.get("Harvard-MRI-CT").task)  # as `fusebench fuse` builds it
+    assert seen["input_order"] == fusing.input_order == "ba"
+
+    recipe = json.loads((run / RECIPE).read_text())
+    assert (recipe["method"], recipe["task"], recipe["options"]) == ("refusion", "mif", {})
+    assert (recipe["steps"], recipe["batch_size"], recipe["patch_size"], recipe["seed"]) == (2, 4, SIZE, 0)
+    assert recipe["train_options"]["meta_steps"] == 1 and recipe["train_options"]["lr"] == 1e-4  # the paper's
+    assert recipe["patches_sha256"] == hashlib.sha256((tmp_path / "p.npy").read_bytes()).hexdigest()
+    assert recipe["checkpoint_every"] == 100 and not list(run.glob(".*part*"))
 
 
 CHILD = textwrap.dedent(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
+from training_helpers import check_resume, check_untrained_errors, real_patches, recipe, torch_threads
 
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.gan import LSGAN
@@ -30,7 +30,7 @@ one_thread = torch_threads(1)
 
 def test_registered_and_parameter_counts() -> None:
     assert METHODS.get("ufgan") is UFGAN and issubclass(UFGAN, LearnedMethod)
-    assert UFGAN.tasks == ("ivif",) and UFGAN.train_defaults["g_every"] == 2
+    assert UFGAN.tasks == ("ivif",) and recipe("ufgan")["g_every"] == 2
 
     def double(cin: int, cout: int) -> int:  # two (conv + bias, BN weight + bias)
         return 9 * cin * cout + cout + 2 * cout + 9 * cout * cout + cout + 2 * cout

@@ -206,6 +206,14 @@ def check_resume(
 
 
 # ---------------------------------------------------------------------------------------- options
+def recipe(method: str) -> dict[str, Any]:
+    """The catalogue's paper recipe of ``method``, flat: steps, batch_size, patch_size and the trainer options."""
+    from fusebench.methods import METHODS
+
+    resolved = METHODS.spec(method).training()
+    return {**resolved.pop("options"), **resolved}
+
+
 def check_untrained_errors(make_method: Callable[[], Any], tmp_path: Path, size: int = 8, **unknown: Any) -> None:
     """What every learned method raises before training: fusing without weights, a trainer given the options
     ``unknown`` (at least one of them not the trainer's), loading a ``model.pt`` that does not exist."""

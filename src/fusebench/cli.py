@@ -48,61 +48,90 @@ def _pairs(dataset: str, sources: Path) -> list[tuple[str, Path, Path]]:
 
 
 @app.command("methods")
-def methods_command() -> None:
-    """List the registered fusion methods."""
+def methods_command(
+    name: Annotated[str | None, typer.Argument(help="Show this method's options and training recipe.")] = None,
+) -> None:
+    """List the registered fusion methods, or one method's options and recipe (read from the catalogue)."""
     from .methods import METHODS
 
-    for name in METHODS:
-        cls = METHODS.get(name)
-        kind = "learned" if cls.learned else "classical"
-        typer.echo(f"{name:<14} {kind:<9} {','.join(cls.tasks):<16} {cls.description}")
+    if name is None:
+        for key in METHODS:
+            spec = METHODS.spec(key)
+            kind = "learned" if spec.learned else "classical"
+            typer.echo(f"{key:<14} {kind:<9} {','.join(spec.tasks):<16} {spec.description}")
+        return
+    spec = METHODS.spec(name)
+    typer.echo(f"{name}: {spec.description}\ntasks: {', '.join(spec.tasks)}\noptions:")
+    for option in spec.options.values():
+        choices = f" ({' | '.join(map(str, option.choices))})" if option.choices else ""
+        typer.echo(f"  {option.name}: {option.type}{choices} = {option.default!r}  {option.help}".rstrip())
+    if spec.recipe is not None:
+        recipe, sources = spec.training(), spec.recipe.sources
+        typer.echo("recipe (override in the config's `train` entry):")
+        for key in ("steps", "batch_size", "patch_size"):
+            typer.echo(f"  {key}: {recipe[key]}  {sources.get(key, '')}".rstrip())
+        typer.echo("  options:")
+        for key, option in spec.recipe.options.items():
+            typer.echo(f"    {key}: {option.default!r}  {sources.get(key, option.help)}".rstrip())
 
 
-@app.command("patches")
-def patches_command(
-    dataset: Annotated[str, typer.Option(help="Registered dataset name (gives the modalities).")],
-    sources: Annotated[Path, typer.Option(help="Downloaded split folder, e.g. results/data/MSRS/train.")],
-    out: Annotated[Path, typer.Option(help="Output .npy (a .json with the parameters is written beside it).")],
-    size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 128,
-    stride: Annotated[int, typer.Option(help="Grid step in pixels.")] = 200,
-    min_contrast: Annotated[float, typer.Option(help="Drop patches with (p90-p10)/255 below this.")] = 0.1,
-) -> None:
-    """Crop training patches of a dataset split into one compact array."""
-    from .patches import PatchSettings, make_patches
-
-    count = make_patches(_pairs(dataset, sources), out, PatchSettings(size, stride, min_contrast))
-    typer.echo(f"{count} patches -> {out}")
+TaskOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Task of the images (ivif, mif, mff, mef): methods with per-task behaviour, such as ReFusion's input "
+        "order, use it. For training, the task of the train set (the workflow passes it)."
+    ),
+]
 
 
 @app.command("train")
 def train_command(
     method: Annotated[str, typer.Option(help="Registered method name.")],
     patches: Annotated[Path, typer.Option(help="Patch array from `fusebench patches`.")],
-    out: Annotated[Path, typer.Option(help="Run folder: loss.csv, checkpoint.pt, model.pt.")],
-    steps: Annotated[int, typer.Option(min=1)],
-    batch_size: Annotated[int, typer.Option(min=1)],
+    out: Annotated[Path, typer.Option(help="Run folder: loss.csv, checkpoint.pt, model.pt, recipe.json.")],
+    task: TaskOption = None,
     options: JsonOption = "{}",
-    train_options: Annotated[str, typer.Option(help="Trainer options (lr, loss weights...) as JSON.")] = "{}",
+    steps: Annotated[int | None, typer.Option(min=1, help="Steps (default: the method's recipe).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per step (default: the recipe).")] = None,
+    train_options: Annotated[
+        str, typer.Option(help="Trainer options overriding the method's recipe (lr, loss weights...), as JSON.")
+    ] = "{}",
     seed: int = 0,
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a learned method; rerunning resumes from the last checkpoint in --out."""
-    from .methods import LearnedMethod, create
+    """Train a learned method with its paper's recipe (`fusebench methods NAME`) and the given overrides.
+    Rerunning resumes from the last checkpoint in --out when the settings are the same, else starts over."""
+    from .methods import METHODS, OptionError, create
     from .patches import load_patches
-    from .training import TrainSettings, pick_device, seed_everything, train
+    from .training import TrainSettings, file_sha256, pick_device, seed_everything, train
 
-    fusion = create(method, **_json(options, "--options"))
-    if not isinstance(fusion, LearnedMethod):
+    spec = METHODS.spec(method)
+    if not spec.learned:
         raise typer.BadParameter(f"{method} is not a learned method; it needs no training", param_hint="--method")
-    dev = pick_device(device)
+    method_options = _json(options, "--options")
     data = load_patches(patches)
+    overrides: dict[str, Any] = {"patch_size": int(data.shape[-1]), "options": _json(train_options, "--train-options")}
+    overrides.update({k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None})
+    try:
+        recipe = spec.training(overrides)
+        fusion = create(method, task=task, **method_options)
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    dev = pick_device(device)
     seed_everything(seed)  # before the networks are built, so their initial weights follow the seed
-    options_ = {"steps": steps, "patch_size": data.shape[-1], **_json(train_options, "--train-options")}
-    trainer = fusion.trainer(dev, **options_)
-    settings = TrainSettings(steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every)
-    final = train(trainer, data, settings, out, progress=progress)
+    trainer = fusion.trainer(dev, steps=recipe["steps"], patch_size=recipe["patch_size"], **recipe["options"])
+    settings = TrainSettings(recipe["steps"], recipe["batch_size"], seed=seed, checkpoint_every=checkpoint_every)
+    run = {
+        "method": method,
+        "task": task,
+        "options": method_options,
+        "patch_size": recipe["patch_size"],
+        "train_options": recipe["options"],
+        "patches_sha256": file_sha256(patches),
+    }
+    final = train(trainer, data, settings, out, progress=progress, recipe=run)
     typer.echo(f"trained {method} on {dev} -> {final}")
 
 
@@ -120,10 +149,16 @@ def fuse_command(
     """Fuse every pair of a test split with one method."""
     from .datasets import DATASETS
     from .fuse import fuse_pairs
-    from .methods import LearnedMethod, create
+    from .methods import METHODS, LearnedMethod, OptionError, create
     from .training import pick_device
 
-    fusion = create(method, **{"task": DATASETS.get(dataset).task, **_json(options, "--options")})
+    given = _json(options, "--options")
+    try:
+        if official is not None:  # e.g. tardal+.pt implies variant tardal+ (its BatchNorm mode)
+            given = METHODS.spec(method).with_weights_file(official, given)
+        fusion = create(method, **{"task": DATASETS.get(dataset).task, **given})
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if isinstance(fusion, LearnedMethod):
         dev = pick_device(device)
         if (weights is None) == (official is None):

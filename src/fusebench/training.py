@@ -6,14 +6,18 @@ everything around it, so that every method gets the same guarantees:
 * batches are drawn with a generator seeded by ``(seed, step)``, so a resumed run sees exactly the
   batches the uninterrupted run would have seen;
 * the loss of every step goes to ``loss.csv``;
-* ``checkpoint.pt`` (networks, optimisers, step, torch RNG) is written atomically every
+* ``checkpoint.pt`` (networks, optimisers, step, torch RNG, and the run's recipe) is written atomically every
   ``checkpoint_every`` steps; a restarted run continues from it, and the log is cut back to that step;
-* the final weights go to ``model.pt`` (what :meth:`LearnedMethod.load` reads).
+* a checkpoint written with other settings (steps, batch size, seed, learning rate or any other trainer option,
+  another patch file...) is never resumed: the run starts over from step 0 and the log says what changed;
+* the final weights go to ``model.pt`` (what :meth:`LearnedMethod.load` reads), the recipe to ``recipe.json``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import random
 import sys
@@ -32,6 +36,7 @@ from .atomic import atomic_path
 CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
 LOSS_LOG = "loss.csv"
+RECIPE = "recipe.json"
 #: TrainSettings / data options that arrive in ``train_options`` and are not a trainer's business
 LOOP_KEYS: frozenset[str] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
 
@@ -111,23 +116,34 @@ def batch_indices(n_patches: int, batch_size: int, seed: int, step: int) -> np.n
     return np.sort(rng.choice(n_patches, size=min(batch_size, n_patches), replace=False))
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def train(
     trainer: Trainer,
     patches: np.ndarray,
     settings: TrainSettings,
     out_dir: Path,
     progress: bool = True,
+    recipe: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Train until ``settings.steps`` (resuming from ``out_dir/checkpoint.pt``); return ``model.pt``."""
+    """Train until ``settings.steps`` (resuming from ``out_dir/checkpoint.pt``); return ``model.pt``.
+
+    ``recipe`` (JSON values) is what defines the run besides ``settings``: method, options, every trainer
+    option, the patch file's sha256. With ``settings.steps``, ``batch_size`` and ``seed`` it is stored in every
+    checkpoint; a checkpoint with another recipe is not resumed but the run starts over (the log names what
+    changed). It is written to ``recipe.json`` beside ``model.pt``, with ``checkpoint_every``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     if patches.ndim != 4 or patches.shape[1] != 2:
         raise ValueError(f"patches must be Nx2xHxW, got shape {patches.shape}")
-    start = _resume(trainer, out_dir / CHECKPOINT)
-    if start > settings.steps:
-        raise ValueError(
-            f"{out_dir / CHECKPOINT} is at step {start}, beyond the {settings.steps} steps asked for; "
-            "delete the run folder to train a shorter run"
-        )
+    run = {"steps": settings.steps, "batch_size": settings.batch_size, "seed": settings.seed, **(recipe or {})}
+    start = _resume(trainer, out_dir / CHECKPOINT, run)
     if start == 0:
         seed_everything(settings.seed)
     else:
@@ -154,33 +170,67 @@ def train(
             if done % settings.checkpoint_every == 0 or done == settings.steps:
                 log_file.flush()
                 os.fsync(log_file.fileno())
-                save_checkpoint(trainer, done, out_dir / CHECKPOINT)
+                save_checkpoint(trainer, done, out_dir / CHECKPOINT, run)
     finally:
         bar.close()
         log_file.close()
+    with atomic_path(out_dir / RECIPE) as tmp:
+        tmp.write_text(json.dumps({**run, "checkpoint_every": settings.checkpoint_every}, indent=2) + "\n")
     final = out_dir / FINAL
     with atomic_path(final) as tmp:
         torch.save(trainer.export(), tmp)
     return final
 
 
-def save_checkpoint(trainer: Trainer, step: int, path: Path) -> None:
-    state = {"step": step, "trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state()}
+def save_checkpoint(trainer: Trainer, step: int, path: Path, run: Mapping[str, Any]) -> None:
+    """Write the resume point: ``trainer``'s state after ``step`` steps, the RNG, and the ``run`` recipe."""
+    state = {
+        "step": step,
+        "trainer": trainer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "recipe": json.dumps(run, sort_keys=True),
+    }
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _resume(trainer: Trainer, path: Path) -> int:
+def _resume(trainer: Trainer, path: Path, run: Mapping[str, Any]) -> int:
+    """The step to continue from: the checkpoint's, when it was written with the same ``run`` recipe; else 0,
+    after removing that checkpoint and the outputs of the old run."""
     if not path.exists():
         return 0
     state = torch.load(path, map_location=trainer.device, weights_only=True)
+    stored = state.get("recipe")
+    if stored != json.dumps(run, sort_keys=True):
+        changed = _changes(json.loads(stored), run) if stored else "the checkpoint records no settings"
+        print(
+            f"not resuming {path}: the run's settings changed ({changed}); training starts over from step 0",
+            file=sys.stderr,
+            flush=True,
+        )
+        for old in (path, path.parent / FINAL, path.parent / RECIPE):
+            old.unlink(missing_ok=True)
+        return 0
     trainer.load_state_dict(state["trainer"])
     torch.set_rng_state(state["torch_rng"].cpu())
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
     return int(state["step"])
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
+    """``key: old -> new`` for each differing (nested) key, comma-separated."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "(unset)"), new.get(key, "(unset)")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            if inner := _changes(a, b, f"{prefix}{key}."):
+                out.append(inner)
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return ", ".join(out)
 
 
 def _truncate_log(path: Path, step: int) -> None:

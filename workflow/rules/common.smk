@@ -4,8 +4,9 @@ import re
 
 from snakemake.utils import min_version, validate
 
+# Everything imported here is torch-free: building the DAG (`snakemake -n`) imports no network.
 from fusebench.datasets import DATASETS
-from fusebench.methods import METHODS
+from fusebench.methods import METHODS, OptionError
 from fusebench.metrics import CONVENTIONS, METRICS
 from fusebench.weights import registry as weights_registry
 
@@ -29,13 +30,14 @@ def method_entry(key):
     return config["methods"][key]
 
 
-def method_class(key):
-    return METHODS.get(method_entry(key).get("method", key))
+def method_spec(key):
+    """The catalogue entry (name, tasks, options, recipe) of the method of config entry `key`."""
+    return METHODS.spec(method_entry(key).get("method", key))
 
 
 def is_trained(key):
     """A learned method without official weights is trained by the workflow."""
-    return method_class(key).learned and "official" not in method_entry(key)
+    return method_spec(key).learned and "official" not in method_entry(key)
 
 
 def training_key(key):
@@ -63,7 +65,7 @@ def official_weights(key, task):
 
 def runs_on(key, task):
     per_task = isinstance(method_entry(key).get("official"), dict)
-    return task in method_class(key).tasks and (not per_task or bool(official_weights(key, task)))
+    return task in method_spec(key).tasks and (not per_task or bool(official_weights(key, task)))
 
 
 def methods_for(dataset):
@@ -84,13 +86,30 @@ def options_json(key):
     return json.dumps(method_entry(key).get("options", {}), sort_keys=True)
 
 
-def train_settings(key):
-    return {**TRAINING.get("defaults", {}), **method_entry(key).get("train", {})}
+def _without_checkpointing(settings):
+    return {k: v for k, v in settings.items() if k != "checkpoint_every"}
+
+
+def training_recipe(key):
+    """The method's paper recipe (catalogue), overridden by `training.defaults`, then by the entry's `train`:
+    {steps, batch_size, patch_size, options}."""
+    layers = (TRAINING.get("defaults", {}), method_entry(key).get("train", {}))
+    return method_spec(key).training(*map(_without_checkpointing, layers))
+
+
+def checkpoint_every(key):
+    return {"checkpoint_every": 1000, **TRAINING.get("defaults", {}), **method_entry(key).get("train", {})}[
+        "checkpoint_every"
+    ]
 
 
 def patch_size(key):
-    """Methods trained on another patch size than the default say so in their `train` entry."""
-    return train_settings(key).get("patch_size", PATCH["size"])
+    return training_recipe(key)["patch_size"]
+
+
+def train_task(dataset):
+    """Training gets the task of its train set, as fusion gets the test set's (e.g. ReFusion's input order)."""
+    return DATASETS.get(dataset).task
 
 
 def all_metrics(wildcards):
@@ -116,13 +135,38 @@ def weights_arg(wc, input):
 
 for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):
     DATASETS.get(_dataset)  # unknown names fail here with the list of known datasets
+
+
+def check_method_entry(key):
+    """Fail at DAG build, naming the config key, for what would otherwise fail late: unknown method names,
+    option keys or values (method and trainer options), weights and `weights_of` targets."""
+    entry, spec = method_entry(key), method_spec(key)
+    try:
+        spec.check_options(entry.get("options", {}))
+        for name in {name for task in ("ivif", "mif", "mff", "mef") for name in official_weights(key, task)}:
+            if name not in weights_registry():
+                raise ValueError(f"unknown weights {name!r}; `fusebench fetch-weights list` lists them")
+            spec.with_weights(name, entry.get("options", {}))
+        if "train" in entry and not is_trained(key):
+            raise ValueError("`train` is given but this entry is not trained (not learned, or official weights)")
+        if is_trained(key):
+            training_recipe(key)
+        if "weights_of" in entry:
+            source = entry["weights_of"]
+            if source not in config["methods"] or source == key or not is_trained(source):
+                trained = [k for k in METHOD_KEYS if is_trained(k) and k != key]
+                raise ValueError(
+                    f"weights_of: {source!r} is not another trained entry of this config; "
+                    f"trained entries: {', '.join(trained) or '(none)'}"
+                )
+            if method_spec(source).name != spec.name:
+                raise ValueError(f"weights_of: {source!r} trains {method_spec(source).name}, not {spec.name}")
+    except (OptionError, ValueError) as exc:
+        raise ValueError(f"config methods.{key}: {exc}") from None
+
+
 for _key in METHOD_KEYS:
-    method_class(_key)
-    for _name in {name for task in ("ivif", "mif", "mff", "mef") for name in official_weights(_key, task)}:
-        if _name not in weights_registry():
-            raise ValueError(
-                f"methods.{_key}.official: unknown weights {_name!r}; `fusebench fetch-weights list` lists them"
-            )
+    check_method_entry(_key)
 CONVENTIONS.get(config["metrics"]["convention"])
 for _metric in config["metrics"]["names"]:
     METRICS.get(_metric)

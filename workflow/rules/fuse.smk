@@ -22,14 +22,14 @@ rule fuse:
     output:
         directory("results/fused/{dataset}/{method}"),
     params:
-        name=lambda wc: method_class(wc.method).name,
+        name=lambda wc: method_spec(wc.method).name,
         options=lambda wc: options_json(wc.method),
         weights=weights_arg,
         device=TRAINING["device"],
     log:
         "results/logs/fuse/{dataset}_{method}.log",
     resources:
-        gpu=lambda wc: TRAINING["gpu"] if method_class(wc.method).learned else 0,
+        gpu=lambda wc: TRAINING["gpu"] if method_spec(wc.method).learned else 0,
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     conda:

@@ -6,12 +6,13 @@ rule train:
         # keeps them when a killed job is retried: the retry resumes from the last checkpoint.
         "results/models/{method}/{dataset}/model.pt",
     params:
-        name=lambda wc: method_class(wc.method).name,
+        name=lambda wc: method_spec(wc.method).name,
+        task=lambda wc: train_task(wc.dataset),
         options=lambda wc: options_json(wc.method),
-        train_options=lambda wc: json.dumps(train_settings(wc.method).get("options", {}), sort_keys=True),
-        steps=lambda wc: train_settings(wc.method)["steps"],
-        batch_size=lambda wc: train_settings(wc.method)["batch_size"],
-        checkpoint_every=lambda wc: train_settings(wc.method).get("checkpoint_every", 100),
+        train_options=lambda wc: json.dumps(training_recipe(wc.method)["options"], sort_keys=True),
+        steps=lambda wc: training_recipe(wc.method)["steps"],
+        batch_size=lambda wc: training_recipe(wc.method)["batch_size"],
+        checkpoint_every=lambda wc: checkpoint_every(wc.method),
         seed=TRAINING["seed"],
         device=TRAINING["device"],
     log:
@@ -24,7 +25,7 @@ rule train:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench train --method {params.name} --options '{params.options}' "
+        "fusebench train --method {params.name} --task {params.task:q} --options '{params.options}' "
         "--train-options '{params.train_options}' --patches {input} --out $(dirname {output}) "
         "--steps {params.steps} --batch-size {params.batch_size} --seed {params.seed} "
         "--checkpoint-every {params.checkpoint_every} --device {params.device} 2> {log}"

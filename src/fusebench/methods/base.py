@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..registry import Registry
 from ..training import Trainer
+from .catalog import METHODS
 
 N = TypeVar("N", bound=nn.Module)
 
@@ -47,18 +47,22 @@ def to_image(t: torch.Tensor) -> np.ndarray:
 
 
 class FusionMethod(ABC):
-    """A configured fusion method. ``options`` come from the config's entry for the method."""
+    """A configured fusion method. ``options`` come from the config's entry for the method and are checked
+    against the options the method declares in the catalogue (unknown keys and bad values raise
+    :class:`~fusebench.methods.catalog.OptionError`)."""
 
-    #: registry name, e.g. "densefuse"
+    #: registry name, e.g. "densefuse"; set from the catalogue on registration, like ``tasks`` and ``description``
     name: ClassVar[str]
     #: tasks the method is meant for ("ivif", "mif", "mff", "mef")
-    tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif", "mff", "mef")
+    tasks: ClassVar[tuple[str, ...]]
     #: whether the method has weights to train or load
     learned: ClassVar[bool] = False
     #: one-line description and reference shown in the report
-    description: ClassVar[str] = ""
+    description: ClassVar[str]
 
     def __init__(self, task: str | None = None, **options: Any) -> None:
+        if getattr(self, "name", None) in METHODS:  # an ad-hoc subclass outside the catalogue declares nothing
+            METHODS.spec(self.name).check_options(options)
         #: task of the images being fused ("ivif", "mif", "mff", "mef"); the workflow passes the dataset's
         #: task, so methods with per-task behaviour (weights, input order) need no extra config
         self.task = task
@@ -80,8 +84,6 @@ class LearnedMethod(FusionMethod):
     """
 
     learned: ClassVar[bool] = True
-    #: training defaults from the paper; the config may override any of them
-    train_defaults: ClassVar[Mapping[str, Any]] = {}
     #: the class of the network ``fuse`` runs (built with no arguments by :meth:`_set_net`)
     network: ClassVar[type[nn.Module] | None] = None
     #: what load errors call a state dict of ``network``, e.g. "a FusionGAN generator"
@@ -98,7 +100,8 @@ class LearnedMethod(FusionMethod):
     def trainer(self, device: str, **train_options: Any) -> Trainer:
         """A fresh trainer for this method (model(s), optimiser(s), loss).
 
-        ``train_options`` are the config's trainer options plus ``steps``, the length of the run (for
+        ``train_options`` are the trainer options of the method's recipe (``METHODS.spec(name).training(...)``,
+        the catalogue's paper recipe with the config's overrides) plus ``steps``, the length of the run (for
         learning-rate schedules and stage boundaries), and ``patch_size``, the side of the training patches
         (for networks sized by their input, such as fully connected discriminators).
         """
@@ -165,6 +168,3 @@ class DecisionMapMethod(LearnedMethod):
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         return np.clip(combine(self.decision_map(a, b), a, b), 0.0, 1.0)
-
-
-METHODS: Registry[type[FusionMethod]] = Registry("method")

@@ -434,26 +434,6 @@ class CDDFuse(LearnedMethod):
     """
 
     name: ClassVar[str] = "cddfuse"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif")
-    description: ClassVar[str] = (
-        "CDDFuse (Zhao et al., CVPR 2023): Restormer encoder, Lite-Transformer base / INN detail branches, "
-        "correlation-driven decomposition loss, two-stage training."
-    )
-    #: the paper / release recipe (``train.py``): 120 epochs of which 40 are stage I, Adam 1e-4 halved every
-    #: 20 epochs (floor 1e-6), gradient norm clipped at 0.01 per network, 128x128 MSRS patches.
-    #: ``steps`` here is an *estimate* of 120 epochs at batch 16 over the release's MSRS patch set (1,083
-    #: pairs, at most 6 patches of 128x128 at stride 200 each before its contrast filter; about 6,000
-    #: assumed); the trainer derives the stage boundary and the learning-rate steps from ``steps`` (or
-    #: ``epoch_steps``).
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 45_000,
-        # The paper says batch 16; the release's train.py uses batch_size = 8.
-        "batch_size": 16,
-        "patch_size": 128,
-        "lr": 1e-4,
-        "epochs": 120,
-        "epochs_stage1": 40,
-    }
     net: CDDFuseNet | None
 
     def __init__(self, **options: Any) -> None:
@@ -465,9 +445,6 @@ class CDDFuse(LearnedMethod):
         self.residual = choice(self.name, "residual", self.options.get("residual", default_residual), RESIDUALS)
         self.normalize = bool(self.options.get("normalize", True))
         self.amp = bool(self.options.get("amp", False))
-        unknown = set(self.options) - {"variant", "visible", "residual", "normalize", "amp"}
-        if unknown:
-            raise ValueError(f"cddfuse: unknown option(s) {', '.join(sorted(unknown))}")
 
     @property
     def official_weights(self) -> str:

@@ -51,7 +51,6 @@ def reconstruct(pyramid: list[np.ndarray]) -> np.ndarray:
 @METHODS.register("average")
 class Average(FusionMethod):
     name: ClassVar[str] = "average"
-    description: ClassVar[str] = "Pixel-wise mean of the two sources (the simplest baseline)."
 
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return ((a.astype(np.float32) + b.astype(np.float32)) / 2.0).astype(np.float32)
@@ -62,9 +61,6 @@ class LaplacianPyramid(FusionMethod):
     """Burt & Adelson (1983) Laplacian pyramid fusion: detail bands by max-absolute, base by mean."""
 
     name: ClassVar[str] = "laplacian"
-    description: ClassVar[str] = (
-        "Laplacian pyramid fusion (Burt & Adelson 1983): max-absolute detail coefficients, averaged base."
-    )
 
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         levels = int(self.options.get("levels", 4))

@@ -129,22 +129,6 @@ class DenseFuse(LearnedMethod):
     :meth:`load_official` (the release's ``densefuse_gray.model``)."""
 
     name: ClassVar[str] = "densefuse"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif")
-    description: ClassVar[str] = (
-        "DenseFuse (Li & Wu, IEEE TIP 2019): dense-block auto-encoder, features fused by addition or l1-norm."
-    )
-    #: the paper's recipe: MS-COCO images resized to 256x256 (gray), batch 2, 4 epochs over 80,000 images,
-    #: Adam lr 1e-4, loss MSE + lambda (1 - SSIM) with lambda = 100 (the PyTorch release's default, index 2 of
-    #: its [1, 10, 100, 1000, 10000] list). Here a batch of ``batch_size`` source *pairs* gives
-    #: 2 x batch_size training images, so batch_size 1 matches the paper's batch of 2 images.
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 160_000,
-        "batch_size": 1,
-        "patch_size": 256,
-        "lr": 1e-4,
-        "ssim_weight": 100.0,
-        "ssim": "ssim",
-    }
     network: ClassVar[type[nn.Module]] = DenseFuseNet
     network_kind: ClassVar[str] = "a DenseFuse state dict"
     net: DenseFuseNet | None

@@ -23,7 +23,6 @@ Adam(2e-4, betas 0.5/0.999), the disk radii of the synthetic data and the mean-f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -213,25 +212,6 @@ class FuseGAN(DecisionMapMethod):
     arguments)."""
 
     name: ClassVar[str] = "fusegan"
-    tasks: ClassVar[tuple[str, ...]] = ("mff",)
-    description: ClassVar[str] = (
-        "FuseGAN (Guo et al., IEEE TMM 2019): cGAN with a Siamese encoder mapping a multi-focus pair to a "
-        "focus confidence map (LSGAN, PatchGAN), refined by a convolutional CRF. No official code."
-    )
-    #: fusebench's reading of the paper; see docs/methods/fusegan.md for what is stated and what is chosen
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 100_000,
-        "batch_size": 1,  # one pair = 2 synthetic triplets
-        "patch_size": 256,
-        "lr": 2e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "l1_weight": 100.0,
-        "synthetic_psf": "disk",
-        "synthetic_blur": (1.5, 4.5),
-        "synthetic_matte": "hard",
-        "synthetic_swap": 0.5,
-    }
     network: ClassVar[type[nn.Module]] = FuseGANGenerator
     network_kind: ClassVar[str] = "a FuseGAN generator"
     net: FuseGANGenerator | None

@@ -201,22 +201,6 @@ class FusionGAN(LearnedMethod):
     """
 
     name: ClassVar[str] = "fusiongan"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif",)
-    description: ClassVar[str] = (
-        "FusionGAN (Ma et al., Information Fusion 2019): VALID-conv generator vs. a visible-image "
-        "discriminator, LSGAN with soft labels; intensity from infrared, gradients from visible."
-    )
-    #: paper / released code: 132 px patches (120 px labels), batch 32, Adam lr 1e-4, lambda 100, xi 8
-    #: (code: 5), two discriminator steps per generator step, 10 epochs over the stride-14 patches
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 20_000,
-        "batch_size": 32,
-        "patch_size": 132,
-        "lr": 1e-4,
-        "lam": 100.0,
-        "xi": 8.0,
-        "d_steps": 2,
-    }
     network: ClassVar[type[nn.Module]] = FusionGANGenerator
     network_kind: ClassVar[str] = "a FusionGAN generator"
     net: FusionGANGenerator | None

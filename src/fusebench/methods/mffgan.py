@@ -249,23 +249,6 @@ class MFFGAN(LearnedMethod):
     """
 
     name: ClassVar[str] = "mffgan"
-    tasks: ClassVar[tuple[str, ...]] = ("mff",)
-    description: ClassVar[str] = (
-        "MFF-GAN (Zhang et al., Information Fusion 2021): unsupervised GAN with adaptive (focus-score) and "
-        "gradient joint constraints for multi-focus fusion."
-    )
-    #: the official recipe (main.py / model.py); see docs/methods/mffgan.md
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 27_600,  # 20 epochs of batch 32; 27,600 for 44,180 patches (20 pairs of 520x520)
-        "batch_size": 32,
-        "patch_size": 60,  # stride 10 in the official patch extraction
-        "lr": 1e-4,
-        "d_steps": 2,
-        "adv_weight": 1.0,
-        "content_weight": 10.0,
-        "grad_weight": 5.0,
-        "data": "pairs",
-    }
     network: ClassVar[type[nn.Module]] = MFFGANGenerator
     network_kind: ClassVar[str] = "an MFF-GAN generator"
     net: MFFGANGenerator | None

@@ -397,30 +397,6 @@ class MFIFGAN(DecisionMapMethod):
     """
 
     name: ClassVar[str] = "mfifgan"
-    tasks: ClassVar[tuple[str, ...]] = ("mff",)
-    description: ClassVar[str] = (
-        "MFIF-GAN (Wang et al., SPIC 2021): SE-ResNet focus-map generator trained with WGAN-GP + L1 on "
-        "alpha-matte synthetic data; thresholded, cleaned map; F = A m + B (1 - m)."
-    )
-    #: the official training configuration (main.py / solver.py); see docs/methods/mfifgan.md
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 120_000,  # iterations; each trains D, every 5th also G (24,000 generator updates)
-        "batch_size": 1,  # one pair = 2 synthetic triplets (sources="both") = the official batch of 2
-        "patch_size": 256,  # VOC images center-cropped to 178 and resized to 256
-        "g_lr": 1e-4,
-        "d_lr": 1e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "n_critic": 5,
-        "lambda_rec": 10.0,
-        "lambda_gp": 10.0,
-        "lr_decay_iters": 10_000,
-        "lr_update_step": 1000,
-        "map_range": "official",
-        "synthetic_psf": "gaussian",
-        "synthetic_blur": (1.0, 1.0),
-        "synthetic_matte": "alpha",
-    }
     network: ClassVar[type[nn.Module]] = MFIFGANGenerator
     network_kind: ClassVar[str] = "an MFIF-GAN generator"
     net: MFIFGANGenerator | None

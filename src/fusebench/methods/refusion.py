@@ -392,26 +392,6 @@ class ReFusion(LearnedMethod):
     """
 
     name: ClassVar[str] = "refusion"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif", "mff", "mef")
-    description: ClassVar[str] = (
-        "ReFusion (Bai et al., IJCV 2024): Restormer-style fusion network trained with a learnable, "
-        "meta-learned fusion loss supervised by source reconstruction."
-    )
-    #: see docs/methods/refusion.md for where each number comes from
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 80_000,  # 50 cycles ("epochs") x (600 meta steps + 1000 fusion steps)
-        "batch_size": 4,  # meta steps: 2 meta-train + 2 meta-test pairs; fusion steps: 4 pairs
-        "patch_size": 128,
-        "lr": 1e-4,
-        "lr_gamma": 0.1,
-        "lr_decay_cycles": 10,
-        "meta_steps": 600,
-        "fusion_steps": 1000,
-        "swap_inputs": True,
-        "outer_update": "normalized",
-        "recon_loss": "max",
-        "meta_update_r": True,
-    }
     network: ClassVar[type[nn.Module]] = ReFusionNet
     network_kind: ClassVar[str] = "a ReFusion state dict"
     net: ReFusionNet | None

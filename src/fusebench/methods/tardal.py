@@ -197,27 +197,6 @@ class TarDAL(LearnedMethod):
     """
 
     name: ClassVar[str] = "tardal"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif",)
-    description: ClassVar[str] = (
-        "TarDAL (Liu et al., CVPR 2022): dense generator with target and detail discriminators (WGAN-div); "
-        "v0 architecture and weights."
-    )
-    #: v0 ``train.py`` defaults: 200 epochs, batch 8, images resized to 224x224, RMSprop lr 1e-4,
-    #: weight (b1, b2, b3) = (1, 20, 0.1), adv_weight (c1, c2) = (1, 1); WGAN-div k = 2, p = 6.
-    #: ``steps`` stands for 200 epochs of an (unspecified) training folder; see docs/methods/tardal.md.
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 20_000,
-        "batch_size": 8,
-        "patch_size": 224,
-        "lr": 1e-4,
-        "weight": [1.0, 20.0, 0.1],
-        "adv_weight": [1.0, 1.0],
-        "div_k": 2.0,
-        "div_p": 6.0,
-        "mask_spread": 2.0,
-        "adversarial_grad": True,
-        "detail_real": "paper",
-    }
     network: ClassVar[type[nn.Module]] = TarDALGenerator
     network_kind: ClassVar[str] = "a TarDAL v0 generator"
     net: TarDALGenerator | None

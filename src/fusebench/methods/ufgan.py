@@ -38,7 +38,6 @@ soft labels are drawn per sample (the original broadcasts a Bx1 label against a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -178,20 +177,6 @@ class UFGAN(LearnedMethod):
     """Options: ``bn_mode`` ("eval" = the repository's ``model.eval()``, default | "train")."""
 
     name: ClassVar[str] = "ufgan"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif",)
-    description: ClassVar[str] = "UFGAN (drowning-in-codes/UFGAN): FusionGAN-style LSGAN fusion with a U-Net generator."
-    #: main.py defaults: batch 32, 160 px patches (152 px labels), Adam lr 1e-3 (torch default), generator
-    #: every 2nd batch, 30 epochs; content weight 100, gradient weight 5
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 20_000,
-        "batch_size": 32,
-        "patch_size": 160,
-        "lr": 1e-3,
-        "lam": 100.0,
-        "xi": 5.0,
-        "g_every": 2,
-        "content": "norm",
-    }
     network: ClassVar[type[nn.Module]] = UFGANGenerator
     network_kind: ClassVar[str] = "a U_GAN state dict"
     net: UFGANGenerator | None

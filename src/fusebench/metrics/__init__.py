@@ -10,7 +10,9 @@ and convention.
 
 from __future__ import annotations
 
-from . import _torch, features, fmi, information, perceptual, similarity, vif  # noqa: F401  (register the metrics)
+# The torch twins (metrics._torch) are imported on first use (Metric.has_torch), so that listing and validating
+# metrics (the workflow's DAG) does not import torch.
+from . import features, fmi, information, perceptual, similarity, vif  # noqa: F401  (register the metrics)
 from .api import PairingError, compute, score_folders
 from .base import (
     CONVENTIONS,

@@ -113,6 +113,8 @@ class Metric:
     @property
     def has_torch(self) -> bool:
         """Whether a batched torch implementation exists (others run the numpy one image by image)."""
+        from . import _torch  # noqa: F401  (registers the torch twins; imports torch, so only when asked)
+
         return self.name in TORCH_IMPLEMENTATIONS
 
     def parameters(self) -> dict[str, Any]:

@@ -61,39 +61,9 @@ class CrossFuse(LearnedMethod):
     :meth:`load_official`). Source ``a`` is the infrared image, ``b`` the visible one."""
 
     name: ClassVar[str] = "crossfuse"
-    tasks: ClassVar[tuple[str, ...]] = ("ivif",)
-    description: ClassVar[str] = (
-        "CrossFuse (Li & Wu, Information Fusion 2024): per-modality auto-encoders, cross-attention mechanism "
-        "with re-softmax, two-stage training."
-    )
-    #: the release's recipe: stage 1 = 4 epochs x 40,000 images / batch 2 = 80,000 steps per auto-encoder,
-    #: stage 2 = 32 epochs x 20,000 pairs / batch 8 = 80,000 steps; so 160,000 steps with the boundary at 0.5,
-    #: batches of 8 pairs of which stage 1 uses 2 (``ae_batch_size``). Images were 256x256 (resized KAIST).
-    train_defaults: ClassVar[Mapping[str, Any]] = {
-        "steps": 160_000,
-        "batch_size": 8,
-        "patch_size": 256,
-        "stage1_fraction": 0.5,
-        "ae_batch_size": 2,
-        "ae_lr": 1e-4,
-        "cam_lr": 1e-3,
-        "weight_decay": 0.9,
-        "ae_lr_drop": 0.5,
-        "cam_lr_drop": 2 / 32,
-        "lr_drop_factor": 0.1,
-        "ssim_weight": 1e4,
-        "ms_ssim": "official",
-        "gradient_weight": 10.0,
-        "mask_size": 11,
-        "intensity_mask": "binary",
-        "shift_train": False,
-    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        unknown = set(self.options) - {"shift", "ir_scale", *_OPTION_OF_PART.values()}
-        if unknown:
-            raise TypeError(f"crossfuse: unknown option(s) {', '.join(sorted(unknown))}")
         self.shift = bool(self.options.get("shift", True))
         self.ir_scale = float(self.options.get("ir_scale", 0.5))
         self.ae_ir: AutoEncoder | None = None

@@ -1,0 +1,72 @@
+"""What the workflow checks when it builds its DAG (`snakemake -n`), before any job runs: method options and trainer
+options against the catalogue, `weights_of` targets, options implied by official weights; and that building the DAG
+imports no torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workflow_helpers import REPO, small_config, write_config
+
+
+def dry_run(cwd: Path, configfile: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile", str(configfile)]
+    result = subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    return result.returncode, result.stdout + result.stderr
+
+
+BAD_ENTRIES: list[tuple[str, dict[str, Any], str]] = [
+    ("densefuse", {"options": {"stratgy": "l1"}}, "methods.densefuse: densefuse: unknown option(s) stratgy; valid"),
+    ("densefuse", {"options": {"strategy": "max"}}, "option strategy must be one of addition, sum, l1, got 'max'"),
+    (
+        "densefuse",
+        {"options": {"strategy": "addition"}, "train": {"options": {"learning_rate": 1e-3}}},
+        "unknown option(s) learning_rate; valid options: lr, ssim, ssim_weight",
+    ),
+    (
+        "densefuse-l1",
+        {"method": "densefuse", "options": {"strategy": "l1"}, "weights_of": "../../x"},
+        "methods.densefuse-l1: weights_of: '../../x' is not another trained entry of this config; trained entries: "
+        "densefuse",
+    ),
+    (
+        "densefuse-l1",
+        {"method": "densefuse", "options": {"strategy": "l1"}, "weights_of": "densefuse-official"},
+        "weights_of: 'densefuse-official' is not another trained entry",
+    ),
+    (
+        "tardal-official",
+        {"method": "tardal", "options": {"variant": "tardal"}, "official": "tardal-v0-plus"},
+        "methods.tardal-official: tardal: weights tardal-v0-plus are the variant='tardal+' model",
+    ),
+    ("average", {"train": {"steps": 10}}, "methods.average: `train` is given but this entry is not trained"),
+]
+
+
+@pytest.mark.parametrize(("key", "entry", "message"), BAD_ENTRIES, ids=[m[:30] for _, _, m in BAD_ENTRIES])
+def test_bad_method_entries_fail_at_dag_build(
+    key: str, entry: dict[str, Any], message: str, tmp_path: Path, shared: Path
+) -> None:
+    config = small_config(shared)
+    config["methods"][key] = entry
+    code, output = dry_run(tmp_path, write_config(tmp_path / "bad.yaml", config))
+    assert code != 0 and message in output, output[-3000:]
+
+
+def test_full_dry_run_imports_no_torch_and_trains_with_the_recipe_and_task(tmp_path: Path) -> None:
+    """`snakemake -n` on config/config.yaml with a torch that cannot be imported: the DAG builds, and the train jobs
+    get each method's paper recipe (CrossFuse: 160,000 steps on 256 px patches) and their train set's task."""
+    fake = tmp_path / "no-torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch imported while building the DAG')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO / "src")])}
+    code, output = dry_run(tmp_path, REPO / "config" / "config.yaml", "--printshellcmds", env=env)
+    assert code == 0, output[-3000:]
+    assert "--method crossfuse --task ivif" in output and "results/patches/MSRS_256.npy" in output
+    assert "--steps 160000 --batch-size 8" in output
+    assert "--method densefuse --task mif" in output  # trained on Harvard-MRI-CT for the MIF test sets
