@@ -146,7 +146,7 @@ def chen_blum(
     kernels = [gaussian_1d(s, radius, normalize=False) for s in (sigma1, sigma2)]
 
     def masked_contrast(x: np.ndarray) -> np.ndarray:
-        center, surround = gaussian_filters(fft_filter(stretch(x), sensitivity, np.float32), kernels)
+        center, surround = gaussian_filters(fft_filter(stretch(x), sensitivity, np.float64), kernels)
         contrast = _ratio(center, surround, 1.0)
         contrast -= 1.0
         np.abs(contrast, out=contrast)
