@@ -122,7 +122,7 @@ FUSEBENCH = CONVENTIONS.add(
             "AG": {"denominator": "pixels"},
             "EI": {"padding": "replicate"},
             "MI": {"log_base": 2.0, "stretched": False, "pair": "sum"},
-            "CE": {"log_base": 2.0, "pair": "mean"},
+            "CE": {"log_base": 2.0, "pair": "mean", "constant_fused": "worst"},
             "SSIM": {
                 "window": "gaussian",
                 "size": 11,

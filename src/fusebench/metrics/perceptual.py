@@ -494,7 +494,9 @@ def zhao(images: Images, *, threshold: float = 0.1, c: float = 1e-4, nscale: int
     r_k = (s_kf + C) / (sqrt(|s_k^2 s_f^2|) + C) the local correlation with F's map where pc_k > ``threshold``.
 
     Phase congruency by Kovesi's method (Liu's myphasecong3: ``nscale`` log-Gabor scales, ``norient``
-    orientations) on 0-255 values; 0 when no source pixel is a feature.
+    orientations) on 0-255 values; 0 when no source pixel is a feature. A constant fused channel scores 0,
+    the worst value (Liu's code gives NaN: its phase congruency of a flat image is 0/0; computed on flat
+    feature maps the correlations would be C/C = 1, a near-perfect score for a blank image).
     """
     factor = 255.0 / images.value_range
 
@@ -505,6 +507,10 @@ def zhao(images: Images, *, threshold: float = 0.1, c: float = 1e-4, nscale: int
     ff = features(images.fused)
     scores = []
     for ch in range(images.channels):
+        fused = images.fused[min(ch, images.fused.shape[0] - 1)]
+        if fused.min() == fused.max():
+            scores.append(0.0)
+            continue
         (pa, ma, na), (pb, mb, nb), (pf, mf, nf) = (fx[min(ch, len(fx) - 1)] for fx in (fa, fb, ff))
         choose_a = pa > pb
         masks = (pa > threshold, pb > threshold, np.where(choose_a, pa, pb) > threshold)
