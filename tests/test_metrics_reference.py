@@ -63,3 +63,27 @@ def test_a_blank_fused_image_never_beats_the_average(mirror: Path, convention: s
                     wrong[name] = (value, good[name])
             assert not wrong, f"{convention} {label} {blank_label}: (blank, average) {wrong}"
         assert compute(np.full_like(a, 128), a, b, ["Qp"], convention)["Qp"] == 0.0  # was 0.998
+
+
+#: MEFB metrics/metricsQy.m (Liu's metricYang.m; xingchenzhang/MEFB), full images: the MRI-CT test pairs and
+#: MSRS 00004N (visible as rounded BT.601 luma)
+QY_MEFB_OCTAVE = {"16009": 0.658924930072, "16010": 0.650145597172, "16011": 0.659788898222}
+QY_MEFB_OCTAVE_MSRS = 0.644225240362
+
+
+@pytest.mark.parametrize("stem", sorted(QY_MEFB_OCTAVE))
+def test_qy_drops_flat_windows_like_liu_code(mirror: Path, stem: str) -> None:
+    """Liu's code drops the windows where both sources are flat (lambda = 0/0): 20% lower than keeping them
+    on these black-background pairs. vifb (MATLAB code family) drops them; fusebench keeps them (lambda 1/2)."""
+    fused, a, b = _pair(mirror, stem)
+    assert compute(fused, a, b, ["Qy"], "vifb")["Qy"] == pytest.approx(QY_MEFB_OCTAVE[stem], abs=1e-9)
+    kept = compute(fused, a, b, ["Qy"], "fusebench")["Qy"]
+    assert kept > 1.15 * QY_MEFB_OCTAVE[stem]
+
+
+def test_qy_on_an_infrared_visible_pair(mirror: Path) -> None:
+    ir = read_uint8(mirror / "MSRS/test/ir/00004N.png")
+    vi = np.round(read_uint8(mirror / "MSRS/test/vi/00004N.png") @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    fused = ((ir.astype(np.uint16) + vi) // 2).astype(np.uint8)
+    # 6e-6 relative: windows flat at a non-zero level, where MATLAB's variance is rounding noise, not 0
+    assert compute(fused, ir, vi, ["Qy"], "vifb")["Qy"] == pytest.approx(QY_MEFB_OCTAVE_MSRS, rel=1e-5)

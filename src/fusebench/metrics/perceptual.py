@@ -297,6 +297,7 @@ def yang(
     sigma: float = 1.5,
     c: float = 2e-16,
     threshold: float = 0.75,
+    flat_windows: str = "drop",
 ) -> float:
     """Qy = mean over the 'valid' windows w of
     lambda_w SSIM(A, F|w) + (1 - lambda_w) SSIM(B, F|w)   where SSIM(A, B|w) >= ``threshold``,
@@ -305,7 +306,12 @@ def yang(
 
     SSIM maps with a ``size`` x ``size`` Gaussian window (``sigma``) and C1 = C2 = ``c`` (on 0-255 values).
     Variances below 1e-10 of the squared range count as 0, so flat windows score their luminance term.
+    Windows where both sources are flat have lambda = 0/0: ``flat_windows="drop"`` leaves them out of the
+    mean, as Liu's metricYang.m does (``A(~isnan(A))``; a score of NaN if every window is flat), "keep"
+    counts them with lambda = 1/2.
     """
+    if flat_windows not in ("drop", "keep"):
+        raise ValueError(f"flat_windows must be 'drop' or 'keep', not {flat_windows!r}")
     from .similarity import centred, local_stats, moments, ssim_and_cs
 
     kernel = gaussian_1d(sigma, size // 2)
@@ -334,7 +340,11 @@ def yang(
     with np.errstate(divide="ignore", invalid="ignore"):
         lam = np.where(total > 0, var_a / np.where(total > 0, total, 1.0), 0.5)
     q = np.where(s_ab >= threshold, lam * s_af + (1 - lam) * s_bf, np.maximum(s_af, s_bf))
-    return channel_mean(q.mean(axis=(1, 2)))
+    if flat_windows == "keep":
+        return channel_mean(q.mean(axis=(1, 2)))
+    kept = np.broadcast_to(total > 0, q.shape)
+    with np.errstate(invalid="ignore"):
+        return channel_mean(np.where(kept, q, 0.0).sum(axis=(1, 2)) / kept.sum(axis=(1, 2)))
 
 
 @functools.lru_cache(maxsize=4)
