@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,15 @@ def test_backend_options_are_checked(folders: dict[str, Path], tmp_path: Path) -
     assert wrong.exit_code == 2 and "must be numpy or torch" in wrong.output
     device_without_torch = CliRunner().invoke(app, [*args, "--device", "cuda"])
     assert device_without_torch.exit_code == 2 and "--backend torch only" in device_without_torch.output
+
+
+def test_torch_twins_are_checked_against_the_numpy_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch implementation whose keyword parameters drift from its numpy metric's is refused at import."""
+    from fusebench.metrics import base
+
+    base.check_torch_twins()  # the registered ones agree
+    twins = dict(base.TORCH_IMPLEMENTATIONS)
+    twins["EN"] = lambda images, *, log_base=math.e: None  # another default
+    monkeypatch.setattr(base, "TORCH_IMPLEMENTATIONS", twins)
+    with pytest.raises(TypeError, match=r"EN: torch \{'log_base': 2.718.*\} != numpy \{'log_base': 2.0\}"):
+        base.check_torch_twins()
