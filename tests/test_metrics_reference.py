@@ -87,3 +87,19 @@ def test_qy_on_an_infrared_visible_pair(mirror: Path) -> None:
     fused = ((ir.astype(np.uint16) + vi) // 2).astype(np.uint8)
     # 6e-6 relative: windows flat at a non-zero level, where MATLAB's variance is rounding noise, not 0
     assert compute(fused, ir, vi, ["Qy"], "vifb")["Qy"] == pytest.approx(QY_MEFB_OCTAVE_MSRS, rel=1e-5)
+
+
+def test_ms_ssim_uses_the_published_weights_at_five_scales(mirror: Path) -> None:
+    """msssim.m raises each scale to its published weight (they sum to 1.0001); renormalising them moved
+    MS-SSIM by ~1e-4 |log|. fusebench.losses.ms_ssim (float64, same definition) is the independent check."""
+    import torch
+
+    from fusebench.losses import ms_ssim
+
+    ir = read_uint8(mirror / "MSRS/test/ir/00004N.png")[100:292, 200:392]  # 192 px: 5 scales, even sizes
+    vi = np.round(read_uint8(mirror / "MSRS/test/vi/00004N.png")[100:292, 200:392] @ [0.299, 0.587, 0.114])
+    fused = ((ir + vi.astype(np.uint8).astype(np.uint16)) // 2).astype(np.uint8)
+    ours = compute(fused, ir, ir, ["MS-SSIM"], "fusebench")["MS-SSIM"]  # both sources ir: MS-SSIM(ir, F)
+    as_tensor = lambda x: torch.from_numpy(x.astype(np.float64))[None, None]  # noqa: E731
+    expected = float(ms_ssim(as_tensor(ir), as_tensor(fused), data_range=255.0))
+    assert ours == pytest.approx(expected, rel=1e-9)
