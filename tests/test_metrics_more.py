@@ -260,7 +260,10 @@ def test_flat_images_give_no_nan(synthetic: tuple, convention: str) -> None:
     }
     for label, (f, a, b) in cases.items():
         scores = compute(f, a, b, convention=convention)
-        assert not [k for k, v in scores.items() if math.isnan(v)], (convention, label)
+        nan = [k for k, v in scores.items() if math.isnan(v)]
+        # Liu's Qy (vifb) drops the windows where both sources are flat: none left, NaN as in its code
+        expected = ["Qy"] if convention == "vifb" and a.min() == a.max() and b.min() == b.max() else []
+        assert nan == expected, (convention, label)
 
 
 @pytest.mark.parametrize("convention", CONVENTION_NAMES)

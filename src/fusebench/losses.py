@@ -6,8 +6,13 @@
   Unlike that module, the dynamic range ``L`` is an explicit argument (``data_range``) instead of being
   guessed from the first image's maximum, so a loss does not silently change constants when an untrained
   network's output happens to stay below 128.
-* :func:`sobel` / :func:`gradient_magnitude` / :func:`laplacian`: image gradients (reflect padding, so the
-  output has the input's size), for the gradient losses of later methods.
+* :func:`sobel` / :func:`gradient_magnitude` / :func:`laplacian` (and :func:`conv3x3` under them): image
+  gradients of the input's size, for the gradient losses of later methods.
+
+The methods' official codes differ in border handling, so the padding is an argument everywhere
+(``"reflect"`` the default, ``"zeros"`` for TensorFlow "SAME" / ``Conv2d(padding=1)``, ``"replicate"`` for
+kornia's filters), as are the Sobel scale and, for SSIM, padded ("same") instead of valid maps: each method
+calls these with its official choices instead of keeping its own copy.
 
 Every function works channel by channel (depthwise convolution) on any float dtype and device.
 """
@@ -21,6 +26,8 @@ import torch.nn.functional as F
 
 __all__ = [
     "MS_SSIM_WEIGHTS",
+    "PADDINGS",
+    "conv3x3",
     "gaussian_window",
     "gradient_magnitude",
     "laplacian",
@@ -32,6 +39,15 @@ __all__ = [
 
 #: Wang, Simoncelli & Bovik (2003): the five scale weights of MS-SSIM.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+#: border handling of every filter here: F.pad modes, "zeros" being a convolution with zero padding
+PADDINGS = ("reflect", "zeros", "replicate")
+
+
+def _pad(x: torch.Tensor, radius: int, padding: str) -> torch.Tensor:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    return F.pad(x, (radius,) * 4, mode="constant" if padding == "zeros" else padding)
 
 
 @functools.lru_cache(maxsize=32)
@@ -67,12 +83,17 @@ def ssim_map(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    padding: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM map and contrast-structure map over valid windows: two ``N x C x (H-w+1) x (W-w+1)`` tensors.
 
     The window shrinks to ``min(window_size, H, W)`` for inputs smaller than it (as ``pytorch_msssim`` does).
+    ``padding`` (one of :data:`PADDINGS`): pad both images by ``window_size // 2`` first, giving maps of the
+    input's size (e.g. kornia's SSIM loss, reflect).
     """
     _check_pair(x, y)
+    if padding is not None:
+        x, y = _pad(x, window_size // 2, padding), _pad(y, window_size // 2, padding)
     channels = x.shape[1]
     size = min(window_size, x.shape[-2], x.shape[-1])
     window = gaussian_window(size, sigma, channels, x.dtype, x.device)
@@ -145,27 +166,36 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+_SOBEL_Y = tuple(zip(*_SOBEL_X, strict=True))
 _LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
-def _depthwise3x3(x: torch.Tensor, kernel: tuple[tuple[float, ...], ...]) -> torch.Tensor:
+def conv3x3(
+    x: torch.Tensor, kernel: tuple[tuple[float, ...], ...], padding: str = "reflect", scale: float = 1.0
+) -> torch.Tensor:
+    """Correlate every channel of an NCHW tensor with the 3x3 ``kernel`` times ``scale``; same size as ``x``."""
     if x.ndim != 4:
         raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
     channels = x.shape[1]
-    k = torch.tensor(kernel, dtype=x.dtype, device=x.device).expand(channels, 1, 3, 3)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, groups=channels)
+    k = torch.tensor(kernel, dtype=x.dtype, device=x.device)
+    if scale != 1.0:
+        k = k * scale
+    k = k.expand(channels, 1, 3, 3)
+    if padding == "zeros":
+        return F.conv2d(x, k, padding=1, groups=channels)
+    return F.conv2d(_pad(x, 1, padding), k, groups=channels)
 
 
-def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sobel derivatives (d/dx, d/dy) with reflect padding; same shape as ``x``."""
-    gx = _depthwise3x3(x, _SOBEL_X)
-    gy = _depthwise3x3(x, tuple(zip(*_SOBEL_X, strict=True)))
-    return gx, gy
+def sobel(x: torch.Tensor, padding: str = "reflect", scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel derivatives (d/dx, d/dy), kernels times ``scale`` (kornia's ``SpatialGradient``: 1/8); same shape
+    as ``x``."""
+    return conv3x3(x, _SOBEL_X, padding, scale), conv3x3(x, _SOBEL_Y, padding, scale)
 
 
-def gradient_magnitude(x: torch.Tensor, norm: str = "l1") -> torch.Tensor:
-    """``|gx| + |gy|`` (``norm="l1"``, the usual choice in fusion losses) or ``sqrt(gx^2 + gy^2)`` ("l2")."""
-    gx, gy = sobel(x)
+def gradient_magnitude(x: torch.Tensor, norm: str = "l1", padding: str = "reflect", scale: float = 1.0) -> torch.Tensor:
+    """``|gx| + |gy|`` (``norm="l1"``, the usual choice in fusion losses) or ``sqrt(gx^2 + gy^2)`` ("l2") of
+    :func:`sobel`."""
+    gx, gy = sobel(x, padding, scale)
     if norm == "l1":
         return gx.abs() + gy.abs()
     if norm == "l2":
@@ -173,6 +203,6 @@ def gradient_magnitude(x: torch.Tensor, norm: str = "l1") -> torch.Tensor:
     raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
 
 
-def laplacian(x: torch.Tensor) -> torch.Tensor:
-    """4-neighbour Laplacian with reflect padding; same shape as ``x``."""
-    return _depthwise3x3(x, _LAPLACIAN)
+def laplacian(x: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """4-neighbour Laplacian; same shape as ``x``."""
+    return conv3x3(x, _LAPLACIAN, padding)

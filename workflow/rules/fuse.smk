@@ -50,6 +50,9 @@ rule metrics:
         b=lambda wc: modalities(wc.dataset)[1],
         convention=config["metrics"]["convention"],
         names=",".join(config["metrics"]["names"]),
+        backend=config["metrics"]["backend"],
+        # --device only with the torch backend (the command refuses it otherwise)
+        device=["--device", config["metrics"]["device"]] if config["metrics"]["backend"] == "torch" else [],
     log:
         "results/logs/metrics/{dataset}_{method}.log",
     resources:
@@ -59,5 +62,6 @@ rule metrics:
         "../../envs/fusebench.yaml"
     shell:
         "fusebench metrics --convention {params.convention} --metrics {params.names} "
+        "--backend {params.backend:q} {params.device:q} "
         "--sources {input.sources}/{params.a} {input.sources}/{params.b} --fused {input.fused} "
         "--out {output} 2> {log}"

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import ssim_map
+from ..losses import gradient_magnitude, sobel, ssim_map
 from ..training import Trainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 
@@ -369,35 +369,20 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Note the ``/ 2``: the release's ``5 * Loss_ssim`` is ``2.5 * (1 - SSIM)``.
     """
-    pad = 5
-    s, _ = ssim_map(F.pad(x, (pad,) * 4, mode="reflect"), F.pad(y, (pad,) * 4, mode="reflect"), 1.0, 11, 1.5)
+    s, _ = ssim_map(x, y, 1.0, 11, 1.5, padding="reflect")
     return (torch.clamp(1.0 - s, 0.0, 1.0) / 2.0).mean()
-
-
-def _conv3x3(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Apply K 3x3 kernels to every channel: N x C x H x W (already padded by 1) -> N x C*K x H-2 x W-2."""
-    n, c = x.shape[:2]
-    k = kernels.to(dtype=x.dtype, device=x.device)
-    out = F.conv2d(x.reshape(n * c, 1, *x.shape[-2:]), k.unsqueeze(1))
-    return out.reshape(n, c * k.shape[0], *out.shape[-2:])
-
-
-_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-_SOBEL_XY = torch.stack([_SOBEL, _SOBEL.t()])
 
 
 def sobel_abs(x: torch.Tensor) -> torch.Tensor:
     """``|Sobel_x| + |Sobel_y|`` with zero padding, as the release's fusion loss (``Sobelxy``)."""
-    g = _conv3x3(F.pad(x, (1, 1, 1, 1)), _SOBEL_XY)
-    gx, gy = g[:, 0::2], g[:, 1::2]
-    return gx.abs() + gy.abs()
+    return gradient_magnitude(x, "l1", padding="zeros")
 
 
 def spatial_gradient(x: torch.Tensor) -> torch.Tensor:
     """``kornia.filters.SpatialGradient()`` of kornia 0.2: Sobel x, y divided by 8, replicate padding.
 
     Returns N x 2C x H x W (x and y derivative of each channel, interleaved)."""
-    return _conv3x3(F.pad(x, (1, 1, 1, 1), mode="replicate"), _SOBEL_XY / 8.0)
+    return torch.stack(sobel(x, "replicate", scale=1.0 / 8.0), dim=2).flatten(1, 2)
 
 
 def fusion_loss(

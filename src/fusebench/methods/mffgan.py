@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses import conv3x3, laplacian
 from ..tfcheckpoint import TFCheckpoint
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, AdversarialTrainer, check_options, seeded
@@ -67,7 +68,6 @@ __all__ = [
 GENERATOR_PARAMETERS = 40_033
 #: the official ``blur_2th`` kernel (utils.py), applied twice with zero padding
 BLUR_3X3 = ((0.0947, 0.1183, 0.0947), (0.1183, 0.1478, 0.1183), (0.0947, 0.1183, 0.0947))
-_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 OUTPUTS = ("stretch", "clip")
 DATA = ("pairs", "synthetic")
 
@@ -203,20 +203,14 @@ def load_tf_generator(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------- loss building blocks
-def _conv3x3_same(x: torch.Tensor, kernel: tuple[tuple[float, ...], ...]) -> torch.Tensor:
-    k = torch.tensor(kernel, dtype=x.dtype, device=x.device).expand(x.shape[1], 1, 3, 3)
-    return F.conv2d(x, k, padding=1, groups=x.shape[1])
-
-
 def laplacian_same(x: torch.Tensor) -> torch.Tensor:
-    """The official ``gradient``: 4-neighbour Laplacian with zero ("SAME") padding. (fusebench.losses'
-    ``laplacian`` pads by reflection; the border rows differ, so MFF-GAN keeps its own.)"""
-    return _conv3x3_same(x, _LAPLACIAN)
+    """The official ``gradient``: 4-neighbour Laplacian with zero ("SAME") padding."""
+    return laplacian(x, padding="zeros")
 
 
 def repeated_blur_difference(x: torch.Tensor) -> torch.Tensor:
     """The official ``blur_2th`` focus measure ``|x - G(G(x))|`` (3x3 :data:`BLUR_3X3`, zero padding)."""
-    return (x - _conv3x3_same(_conv3x3_same(x, BLUR_3X3), BLUR_3X3)).abs()
+    return (x - conv3x3(conv3x3(x, BLUR_3X3, "zeros"), BLUR_3X3, "zeros")).abs()
 
 
 def focus_scores(near: torch.Tensor, far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

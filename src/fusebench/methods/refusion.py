@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..losses import gradient_magnitude
 from ..training import Trainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 
@@ -315,20 +316,12 @@ def to_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch
 
 
 # ================================================================================================ losses
-_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
-
-
 def sobel_gradient(x: torch.Tensor) -> torch.Tensor:
     """``|Sobel_x * x| + |Sobel_y * x|`` per channel, zero padding (as in the authors' loss code), same size.
 
-    Not :func:`fusebench.losses.gradient_magnitude`, which pads by reflection: ReFusion's gradient terms are
-    defined with zero padding, which also counts the image border as an edge.
+    ReFusion's gradient terms are defined with zero padding, which also counts the image border as an edge.
     """
-    c = x.shape[1]
-    kx = torch.tensor(_SOBEL_X, dtype=x.dtype, device=x.device)
-    kernels = torch.stack([kx, kx.t()]).unsqueeze(1).repeat(c, 1, 1, 1)  # (2c) x 1 x 3 x 3
-    g = F.conv2d(x, kernels, padding=1, groups=c)
-    return g[:, 0::2].abs() + g[:, 1::2].abs()
+    return gradient_magnitude(x, "l1", padding="zeros")
 
 
 def fusion_loss(

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses import laplacian
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, CentreCropTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
 
@@ -53,7 +54,6 @@ SHRINK = 8  # output = input - 8
 PAD = SHRINK // 2
 MIN_SIZE = 126
 CONTENT = ("norm", "mse")
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 __all__ = [
     "UFGAN",
@@ -167,8 +167,7 @@ class UFGANDiscriminator(nn.Module):
 
 def laplacian_zero(x: torch.Tensor) -> torch.Tensor:
     """The repository's gradient: 4-neighbour Laplacian with zero padding 1."""
-    k = _LAPLACIAN.to(dtype=x.dtype, device=x.device).expand(x.shape[1], 1, 3, 3)
-    return F.conv2d(x, k, padding=1, groups=x.shape[1])
+    return laplacian(x, padding="zeros")
 
 
 # ---------------------------------------------------------------------------------------------- method

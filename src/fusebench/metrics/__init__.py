@@ -20,12 +20,15 @@ from .base import (
     Convention,
     Images,
     Metric,
+    check_torch_twins,
     clear_source_memo,
     per_source,
     register_metric,
     register_torch,
 )
 from .conventions import CDDFUSE, FUSEBENCH, VIFB, VIFB_NAMES
+
+check_torch_twins()
 
 __all__ = [
     "CDDFUSE",

@@ -68,6 +68,7 @@ def compute(
     *,
     batch: bool | None = None,
     backend: str | None = None,
+    device: str | None = None,
 ) -> dict[str, float] | dict[str, np.ndarray]:
     """Score fused images against their two sources; ``{metric: value}`` in registry order.
 
@@ -84,7 +85,8 @@ def compute(
 
     ``backend`` "numpy" (the reference implementations, image by image) or "torch" (batched torch
     implementations on the tensors' device where a metric has one, see ``Metric.has_torch``; the others
-    run in numpy image by image). Default: "torch" for tensor input, else "numpy".
+    run in numpy image by image). Default: "torch" for tensor input, else "numpy". ``device`` (torch
+    backend only, e.g. "cpu", "cuda"): where the torch metrics run; default the tensors' device, else the CPU.
     """
     conv = resolve_convention(convention)
     chosen = resolve_metrics(metrics)
@@ -93,8 +95,10 @@ def compute(
     if backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', not {backend!r}")
     batched = _infer_batched(fused, _is_tensor(fused)) if batch is None else batch
+    if device is not None and backend != "torch":
+        raise ValueError(f"device={device!r} applies to the torch backend only (backend is {backend!r})")
     if backend == "torch":
-        return _compute_torch(fused, source_a, source_b, chosen, conv, batched)
+        return _compute_torch(fused, source_a, source_b, chosen, conv, batched, device)
     if tensor:
         fused, source_a, source_b = (
             _to_numpy_layout(x, batched and x.ndim == fused.ndim) if _is_tensor(x) else x
@@ -122,13 +126,24 @@ def _item(source: Any, i: int, batch_ndim: int) -> Any:
 
 
 def _compute_torch(
-    fused: Any, source_a: Any, source_b: Any, chosen: list[Metric], conv: Convention, batched: bool
+    fused: Any,
+    source_a: Any,
+    source_b: Any,
+    chosen: list[Metric],
+    conv: Convention,
+    batched: bool,
+    device_name: str | None = None,
 ) -> dict[str, float] | dict[str, np.ndarray]:
     import torch
 
     from . import _torch
 
-    device = next((x.device for x in (fused, source_a, source_b) if _is_tensor(x)), torch.device("cpu"))
+    if device_name is not None:
+        device = torch.device(device_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device_name!r}: CUDA is not available here; use device 'cpu'")
+    else:
+        device = next((x.device for x in (fused, source_a, source_b) if _is_tensor(x)), torch.device("cpu"))
 
     def tensor(x: Any) -> torch.Tensor:
         if _is_tensor(x):
@@ -137,7 +152,7 @@ def _compute_torch(
         lead = 1 if batched and array.ndim == np.ndim(fused) else 0
         if array.ndim == lead + 3:  # numpy channels last -> torch channels first
             array = np.moveaxis(array, -1, lead)
-        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+        return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device)  # decoded files are read-only
 
     tensors = [tensor(x) for x in (fused, source_a, source_b)]
     # batched: 4-D (N, C, H, W), 3-D (N, H, W), 2-D (H, W) shared; a batch of 1 is shared by all images
@@ -189,13 +204,16 @@ def score_folders(
     metrics: Sequence[str] | None = None,
     *,
     progress: bool = False,
+    backend: str = "numpy",
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Score every fused image of a folder against the same-stem images of two source folders.
 
     Files are paired by stem (``fused/<stem>.png`` with ``source_a/<stem>.jpg`` ...); any image without its
     counterparts, or a size mismatch, is an error naming the files. Images are decoded with
     :func:`fusebench.imageio.read_uint8`. Returns one row per image (index "image", sorted) and one column
-    per metric in registry order.
+    per metric in registry order. ``backend`` and ``device`` as in :func:`compute` (torch: image by image on
+    ``device``, the metrics without a torch implementation in numpy).
     """
     conv = resolve_convention(convention)
     chosen = resolve_metrics(metrics)
@@ -208,6 +226,6 @@ def score_folders(
         if len(set(sizes.values())) != 1:
             detail = ", ".join(f"{p} is {h}x{w}" for p, (h, w) in sizes.items())
             raise ValueError(f"image {stem}: sizes differ: {detail}")
-        rows.append(compute(image_f, image_a, image_b, names, conv))
+        rows.append(compute(image_f, image_a, image_b, names, conv, backend=backend, device=device))
     frame = pd.DataFrame(rows, index=pd.Index([p[0] for p in pairs], name="image"), columns=names)
     return frame

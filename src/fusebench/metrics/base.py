@@ -370,3 +370,22 @@ def register_torch(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         return func
 
     return decorator
+
+
+def check_torch_twins() -> None:
+    """Every torch implementation takes exactly the keyword parameters (names and defaults) of the numpy
+    metric it twins, so that a convention's parameters mean the same on both backends; raises otherwise.
+
+    Called when :mod:`fusebench.metrics` is imported, after every metric is registered."""
+    problems = []
+    for name, func in TORCH_IMPLEMENTATIONS.items():
+        if name not in METRICS:
+            problems.append(f"{name}: a torch implementation without a numpy metric")
+            continue
+        sig = inspect.signature(func)
+        torch_params = {p.name: p.default for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        numpy_params = METRICS.get(name).parameters()
+        if torch_params != numpy_params:
+            problems.append(f"{name}: torch {torch_params} != numpy {numpy_params}")
+    if problems:
+        raise TypeError("torch metric implementations differ from their numpy metrics: " + "; ".join(problems))

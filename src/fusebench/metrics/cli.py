@@ -25,10 +25,27 @@ def metrics_command(
     metrics: Annotated[
         str | None, typer.Option("--metrics", help="Comma-separated metric names (default: all).")
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="numpy (the reference implementations) or torch (batched implementations where a metric has "
+            "one, on --device; the others in numpy).",
+        ),
+    ] = "numpy",
+    device: Annotated[
+        str | None, typer.Option("--device", help="torch device for --backend torch: cpu (default), cuda, cuda:1.")
+    ] = None,
 ) -> None:
     """Score fused images against their sources; one CSV row per image."""
     if len(sources) != 2:
         raise typer.BadParameter(f"give exactly two source folders, got {len(sources)}", param_hint="--sources")
+    if backend not in ("numpy", "torch"):
+        raise typer.BadParameter(f"must be numpy or torch, not {backend!r}", param_hint="--backend")
+    if device is not None and backend != "torch":
+        raise typer.BadParameter("--device applies to --backend torch only", param_hint="--device")
+    if backend == "torch" and device is None:
+        device = "cpu"
     keep_freed_memory()  # many short-lived arrays: reuse their memory (see fusebench.metrics.alloc)
     names = None
     if metrics is not None:
@@ -36,7 +53,9 @@ def metrics_command(
         if not names:
             raise typer.BadParameter("no metric names given", param_hint="--metrics")
     try:
-        table = score_folders(sources[0], sources[1], fused, convention=convention, metrics=names, progress=True)
+        table = score_folders(
+            sources[0], sources[1], fused, convention, names, progress=True, backend=backend, device=device
+        )
     except UnknownNameError as exc:
         hint = "--convention" if "convention" in str(exc) else "--metrics"
         raise typer.BadParameter(str(exc), param_hint=hint) from None
@@ -45,4 +64,5 @@ def metrics_command(
         raise typer.Exit(code=1) from None
     with atomic_path(out) as tmp:
         table.to_csv(tmp, float_format="%.10g")
-    typer.echo(f"{len(table)} images x {len(table.columns)} metrics ({convention}) -> {out}")
+    where = f"torch on {device}" if backend == "torch" else "numpy"
+    typer.echo(f"{len(table)} images x {len(table.columns)} metrics ({convention}, {where}) -> {out}")

@@ -122,7 +122,7 @@ FUSEBENCH = CONVENTIONS.add(
             "AG": {"denominator": "pixels"},
             "EI": {"padding": "replicate"},
             "MI": {"log_base": 2.0, "stretched": False, "pair": "sum"},
-            "CE": {"log_base": 2.0, "pair": "mean"},
+            "CE": {"log_base": 2.0, "pair": "mean", "constant_fused": "worst"},
             "SSIM": {
                 "window": "gaussian",
                 "size": 11,
@@ -140,6 +140,7 @@ FUSEBENCH = CONVENTIONS.add(
             "VIF": {"sigma_nsq": 2.0, "scales": 4, "pair": "mean"},
             "Qabf": {"equal_gradients": "one"},
             "Nabf": {"scale": 255.0},
+            "Qy": {"flat_windows": "keep"},
             "FMI_pixel": {"window": 3, "literal": False},
             "FMI_dct": {"window": 3, "literal": False},
             "FMI_w": {"window": 3, "literal": False},

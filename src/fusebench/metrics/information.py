@@ -64,11 +64,18 @@ def mutual_information(images: Images, *, log_base: float = math.e, stretched: b
     reference="D. M. Bulanon, T. F. Burks, V. Alchanatis, Image fusion of visible and thermal images for "
     "fruit detection, Biosystems Engineering 103(1):12-22, 2009",
 )
-def cross_entropy(images: Images, *, log_base: float = 2.0, pair: str = "mean") -> float:
+def cross_entropy(
+    images: Images, *, log_base: float = 2.0, pair: str = "mean", constant_fused: str = "reference"
+) -> float:
     """CE = (D(A|F) + D(B|F)) / 2, D(X|F) = sum_l p_X(l) log(p_X(l) / p_F(l)) over levels where p_X, p_F > 0.
 
-    (The relative entropy of the 256-bin gray-level histograms, as in VIFB; levels are floored.)
+    (The relative entropy of the 256-bin gray-level histograms, as in VIFB; levels are floored.) Restricted to
+    the common levels the sum is not a divergence: a constant F gives p_X(c) log p_X(c) <= 0, better than any
+    real fusion. ``constant_fused="worst"`` scores a constant fused channel +inf (the divergence it has,
+    since F misses every other level of the source); "reference" keeps VIFB's value.
     """
+    if constant_fused not in ("reference", "worst"):
+        raise ValueError(f"constant_fused must be 'reference' or 'worst', not {constant_fused!r}")
 
     def distribution(x: np.ndarray) -> np.ndarray:
         counts = histograms(quantize(x, images.value_range)).astype(np.float64)
@@ -81,4 +88,7 @@ def cross_entropy(images: Images, *, log_base: float = 2.0, pair: str = "mean") 
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.where(both, px * np.log(np.where(both, px / np.where(both, pf, 1.0), 1.0)), 0.0)
         scores.append(terms.sum(axis=1))
+    if constant_fused == "worst":
+        flat = images.fused.min(axis=(1, 2)) == images.fused.max(axis=(1, 2))
+        scores = [np.where(flat, np.inf, score) for score in scores]
     return channel_mean(combine_pair(scores[0], scores[1], pair) / math.log(log_base))

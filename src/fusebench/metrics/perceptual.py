@@ -146,7 +146,7 @@ def chen_blum(
     kernels = [gaussian_1d(s, radius, normalize=False) for s in (sigma1, sigma2)]
 
     def masked_contrast(x: np.ndarray) -> np.ndarray:
-        center, surround = gaussian_filters(fft_filter(stretch(x), sensitivity, np.float32), kernels)
+        center, surround = gaussian_filters(fft_filter(stretch(x), sensitivity, np.float64), kernels)
         contrast = _ratio(center, surround, 1.0)
         contrast -= 1.0
         np.abs(contrast, out=contrast)
@@ -297,6 +297,7 @@ def yang(
     sigma: float = 1.5,
     c: float = 2e-16,
     threshold: float = 0.75,
+    flat_windows: str = "drop",
 ) -> float:
     """Qy = mean over the 'valid' windows w of
     lambda_w SSIM(A, F|w) + (1 - lambda_w) SSIM(B, F|w)   where SSIM(A, B|w) >= ``threshold``,
@@ -305,7 +306,12 @@ def yang(
 
     SSIM maps with a ``size`` x ``size`` Gaussian window (``sigma``) and C1 = C2 = ``c`` (on 0-255 values).
     Variances below 1e-10 of the squared range count as 0, so flat windows score their luminance term.
+    Windows where both sources are flat have lambda = 0/0: ``flat_windows="drop"`` leaves them out of the
+    mean, as Liu's metricYang.m does (``A(~isnan(A))``; a score of NaN if every window is flat), "keep"
+    counts them with lambda = 1/2.
     """
+    if flat_windows not in ("drop", "keep"):
+        raise ValueError(f"flat_windows must be 'drop' or 'keep', not {flat_windows!r}")
     from .similarity import centred, local_stats, moments, ssim_and_cs
 
     kernel = gaussian_1d(sigma, size // 2)
@@ -334,7 +340,11 @@ def yang(
     with np.errstate(divide="ignore", invalid="ignore"):
         lam = np.where(total > 0, var_a / np.where(total > 0, total, 1.0), 0.5)
     q = np.where(s_ab >= threshold, lam * s_af + (1 - lam) * s_bf, np.maximum(s_af, s_bf))
-    return channel_mean(q.mean(axis=(1, 2)))
+    if flat_windows == "keep":
+        return channel_mean(q.mean(axis=(1, 2)))
+    kept = np.broadcast_to(total > 0, q.shape)
+    with np.errstate(invalid="ignore"):
+        return channel_mean(np.where(kept, q, 0.0).sum(axis=(1, 2)) / kept.sum(axis=(1, 2)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -494,7 +504,9 @@ def zhao(images: Images, *, threshold: float = 0.1, c: float = 1e-4, nscale: int
     r_k = (s_kf + C) / (sqrt(|s_k^2 s_f^2|) + C) the local correlation with F's map where pc_k > ``threshold``.
 
     Phase congruency by Kovesi's method (Liu's myphasecong3: ``nscale`` log-Gabor scales, ``norient``
-    orientations) on 0-255 values; 0 when no source pixel is a feature.
+    orientations) on 0-255 values; 0 when no source pixel is a feature. A constant fused channel scores 0,
+    the worst value (Liu's code gives NaN: its phase congruency of a flat image is 0/0; computed on flat
+    feature maps the correlations would be C/C = 1, a near-perfect score for a blank image).
     """
     factor = 255.0 / images.value_range
 
@@ -505,6 +517,10 @@ def zhao(images: Images, *, threshold: float = 0.1, c: float = 1e-4, nscale: int
     ff = features(images.fused)
     scores = []
     for ch in range(images.channels):
+        fused = images.fused[min(ch, images.fused.shape[0] - 1)]
+        if fused.min() == fused.max():
+            scores.append(0.0)
+            continue
         (pa, ma, na), (pb, mb, nb), (pf, mf, nf) = (fx[min(ch, len(fx) - 1)] for fx in (fa, fb, ff))
         choose_a = pa > pb
         masks = (pa > threshold, pb > threshold, np.where(choose_a, pa, pb) > threshold)

@@ -227,8 +227,9 @@ def ms_ssim(
     scale halving the images by 2x2 averaging (Wang's msssim.m); pair-combined over A and B (``pair``).
 
     Gaussian ``size`` x ``size`` window (``sigma``), 'valid' maps, C_i = (k_i L)^2. Negative mean cs values are
-    clamped to 0 (a fractional power of a negative number is undefined). Images too small for all scales use
-    the first scales that fit, with their weights renormalised to sum 1.
+    clamped to 0 (a fractional power of a negative number is undefined). The weights are used as given (the
+    published five sum to 1.0001, as in msssim.m); images too small for all scales use the first scales that
+    fit, with those weights renormalised to sum 1.
     """
     kernel = gaussian_1d(sigma, size // 2)
     span = images.value_range if data_range is None else data_range
@@ -239,7 +240,8 @@ def ms_ssim(
     if levels == 0:
         raise ValueError(f"MS-SSIM window {size} must fit in the {images.shape} image")
     used = np.asarray(weights[:levels], dtype=np.float64)
-    used = used / used.sum()
+    if levels < len(weights):
+        used = used / used.sum()
 
     def pyramid(x: np.ndarray) -> list[tuple]:
         out = []

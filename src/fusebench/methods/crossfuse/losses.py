@@ -12,10 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...losses import MS_SSIM_WEIGHTS, ms_ssim, ssim_map
+from ...losses import MS_SSIM_WEIGHTS, laplacian, ms_ssim, ssim_map
 
 EPSILON = 1e-6
-LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 MS_SSIM_KINDS = ("official", "standard")
 MASK_KINDS = ("binary", "soft")
 
@@ -105,8 +104,7 @@ def intensity_loss(
 
 def positive_laplacian(x: torch.Tensor) -> torch.Tensor:
     """``max(0, Laplacian(x))`` with the 4-neighbour kernel and zero padding (release ``Gradient_loss``)."""
-    kernel = torch.tensor(LAPLACIAN, dtype=x.dtype, device=x.device)[None, None]
-    return torch.clamp(F.conv2d(x, kernel, padding=1), min=0)
+    return torch.clamp(laplacian(x, padding="zeros"), min=0)
 
 
 def gradient_loss(output: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
