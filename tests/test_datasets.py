@@ -32,6 +32,7 @@ from fusebench.datasets import (
     load_registry,
     pairs,
 )
+from fusebench import fetch
 from fusebench.datasets.cli import download_command, list_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathF
     monkeypatch.delenv("FUSEBENCH_MIRROR", raising=False)
     empty = tmp_path_factory.mktemp("no-upstream")
     monkeypatch.setenv("FUSEBENCH_UPSTREAM", empty.as_uri())
-    monkeypatch.setattr(download, "RETRY_DELAY_S", 0.0)
+    monkeypatch.setattr(fetch, "RETRY_DELAY_S", 0.0)
 
 
 @functools.cache
