@@ -4,7 +4,7 @@ import re
 
 from snakemake.utils import min_version, validate
 
-from fusebench.datasets import DATASETS
+from fusebench.datasets import DATASETS as REGISTERED_DATASETS, with_local
 from fusebench.methods import METHODS
 from fusebench.metrics import CONVENTIONS, METRICS
 from fusebench.weights import registry as weights_registry
@@ -19,6 +19,8 @@ MIRROR = config.get("mirror") or os.environ.get("FUSEBENCH_MIRROR") or ""
 WEIGHTS_MIRROR = config.get("weights_mirror") or os.environ.get("FUSEBENCH_WEIGHTS_MIRROR") or ""
 # results/weights/<folder>/<file> -> registered weights name (fusebench.weights)
 WEIGHTS_BY_PATH = {entry.local_path: name for name, entry in weights_registry().items()}
+# registered datasets plus the config's own (local_datasets)
+DATASETS = with_local(REGISTERED_DATASETS, config.get("local_datasets"), "config local_datasets")
 BENCH_DATASETS = config["datasets"]
 METHOD_KEYS = list(config["methods"])
 TRAINING = config["training"]
@@ -73,6 +75,15 @@ def methods_for(dataset):
 
 def modalities(dataset):
     return DATASETS.get(dataset).modalities
+
+
+def source_args(dataset):
+    """How `fusebench download` gets a dataset from outside the package: its definition, or the archive
+    the user downloaded."""
+    if dataset in config.get("local_datasets", {}):
+        return ["--definition", json.dumps(config["local_datasets"][dataset], sort_keys=True)]
+    archive = config.get("archives", {}).get(dataset)
+    return ["--archive", archive] if archive else []
 
 
 def max_pairs_arg(split):

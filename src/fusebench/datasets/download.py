@@ -42,7 +42,8 @@ from urllib.parse import quote
 from ..atomic import atomic_path, write_text_atomic
 from ..fetch import FetchFailed, Pin, Rejected, Source, Unavailable, copy_to, fetch_pinned, file_digests, git_blob_sha1
 from ..imageio import list_images
-from .spec import UPSTREAM_ENV, DatasetError, FileEntry, upstream_base
+from .folders import copy_split, write_description
+from .spec import UPSTREAM_ENV, DatasetError, DatasetSpec, FileEntry, upstream_base
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,21 +63,32 @@ def resolve_mirror(mirror: str | os.PathLike[str] | None) -> str | None:
 
 
 def download_split(
-    name: str,
+    name: str | DatasetSpec,
     split: str,
     out_dir: str | os.PathLike[str],
     mirror: str | None = None,
     max_pairs: int | None = None,
     progress: bool = True,
+    archive: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """Download ``split`` ('train'/'test') of the registered dataset ``name`` into ``out_dir``.
+    """Download ``split`` ('train'/'test') of dataset ``name`` (registered, or a spec, e.g. from
+    :func:`~.spec.local_spec`) into ``out_dir``; ``archive``: the user's copy of an archive dataset.
 
     Returns the paths of the files (in pair order, both modalities of each pair).
     """
     from . import DATASETS
 
-    entries = DATASETS.get(name).files(split, max_pairs=max_pairs)
-    return download_files(entries, out_dir, mirror=mirror, progress=progress, desc=f"{name}/{split}")
+    spec = DATASETS.get(name) if isinstance(name, str) else name
+    if spec.kind == "bundle":
+        entries = spec.files(split, max_pairs=max_pairs)
+        return download_files(entries, out_dir, mirror=mirror, progress=progress, desc=f"{spec.name}/{split}")
+    out_dir = Path(out_dir)
+    (out_dir / MARKER).unlink(missing_ok=True)
+    sums = copy_split(spec, split, out_dir, resolve_mirror(mirror), archive=archive, max_pairs=max_pairs)
+    write_description(spec, out_dir)
+    _write_marker(out_dir, sums)
+    log.info("%s/%s: %d files verified in %s", spec.name, split, len(sums), out_dir)
+    return [out_dir / rel for rel in sums]
 
 
 def download_files(
@@ -111,7 +123,7 @@ def download_files(
             fetched += 1
         sums[entry.relpath] = digest
         paths.append(target)
-    write_text_atomic(marker, "".join(f"{sums[rel]}  {rel}\n" for rel in sorted(sums)))
+    _write_marker(out_dir, sums)
     log.info("%s: %d files verified in %s (%d fetched)", desc, len(paths), out_dir, fetched)
     return paths
 
@@ -311,6 +323,10 @@ def _existing_digest(target: Path, entry: FileEntry, recorded: str | None) -> st
         return digest
     log.warning("%s: present but its sha256 %s is not %s; fetching it again", target, digest, entry.sha256)
     return None
+
+
+def _write_marker(out_dir: Path, sums: dict[str, str]) -> None:
+    write_text_atomic(out_dir / MARKER, "".join(f"{sums[rel]}  {rel}\n" for rel in sorted(sums)))
 
 
 def _read_marker(marker: Path) -> dict[str, str]:
