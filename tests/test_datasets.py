@@ -19,6 +19,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from fusebench import fetch
 from fusebench.datasets import (
     DATASETS,
     MARKER,
@@ -32,7 +33,6 @@ from fusebench.datasets import (
     load_registry,
     pairs,
 )
-from fusebench import fetch
 from fusebench.datasets.cli import download_command, list_command
 
 REPO = Path(__file__).resolve().parents[1]

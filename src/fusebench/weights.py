@@ -35,6 +35,7 @@ import yaml
 from .atomic import write_text_atomic
 from .fetch import FetchFailed, Pin, Source, fetch_pinned, file_digests
 from .fetch import git_blob_sha1 as git_blob_sha1  # the one implementation, re-exported
+from .schemas import validate
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,11 @@ def registry() -> dict[str, WeightsEntry]:
 
 
 def parse_registry(data: Any, source: str = "registry") -> dict[str, WeightsEntry]:
-    if not isinstance(data, Mapping) or not isinstance(data.get("weights"), Mapping):
-        raise ValueError(f"{source}: expected a mapping with a 'weights' mapping")
-    allowed = set(WeightsEntry.__dataclass_fields__) - {"name"}
+    """Entries of a weights registry, checked against fusebench/schemas/weights.schema.yaml (a SchemaError,
+    a ValueError, names the bad entry and key)."""
+    validate(data, "weights", source)
     entries = {}
     for name, item in data["weights"].items():
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{source}: entry {name!r} must be a mapping")
-        unknown = set(item) - allowed
-        if unknown:
-            raise ValueError(f"{source}: entry {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
         fields = {
             k: (str(v) if k in {"commit", "git_blob_sha1", "sha256"} and v is not None else v) for k, v in item.items()
         }

@@ -183,9 +183,7 @@ def _check_images(spec: DatasetSpec, pair: str, copies: list[tuple[Path, Path]])
                 image.load()
                 sizes.append(image.size)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DatasetError(
-                f"dataset {spec.name}: pair {pair}: {source} cannot be read as an image ({exc})"
-            ) from None
+            raise DatasetError(f"dataset {spec.name}: pair {pair}: {source} is not a readable image ({exc})") from None
     if sizes[0] != sizes[1]:
         described = " vs ".join(f"{source} {w}x{h}" for (_, source), (w, h) in zip(copies, sizes, strict=True))
         raise DatasetError(f"dataset {spec.name}: pair {pair} has images of different sizes: {described}")

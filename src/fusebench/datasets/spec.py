@@ -248,7 +248,7 @@ def local_spec(name: str, definition: Mapping[str, Any], source: str = "config")
     """A dataset defined in the config (``local_datasets.<name>``, see schemas/dataset.schema.yaml)."""
     where = f"{source}: local_datasets.{name}"
     try:
-        validate(dict(definition), "dataset", where)
+        validate(dict(definition), "dataset", source, at=f"local_datasets.{name}")
     except SchemaError as exc:
         raise DatasetError(str(exc)) from None
     if not _NAME.match(name):

@@ -21,9 +21,9 @@ def load_schema(name: str) -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def validate(data: Any, name: str, source: str) -> None:
-    """Raise :class:`SchemaError` naming ``source``, the entry (its ``name`` where it has one) and the
-    problem, for the first violation of schema ``name`` in document order."""
+def validate(data: Any, name: str, source: str, at: str = "") -> None:
+    """Raise :class:`SchemaError` naming ``source``, the entry (its ``name`` where it has one; ``at`` is
+    where ``data`` itself sits in ``source``) and the problem, for the first violation of schema ``name``."""
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(load_schema(name))
@@ -31,7 +31,8 @@ def validate(data: Any, name: str, source: str) -> None:
     if not errors:
         return
     error = jsonschema.exceptions.best_match(errors)
-    raise SchemaError(f"{source}: {_where(data, list(error.absolute_path))}: {_message(error)}")
+    where = ".".join(part for part in (at, _where(data, list(error.absolute_path))) if part)
+    raise SchemaError(f"{source}: {where + ': ' if where else ''}{_message(error)}")
 
 
 def _where(data: Any, path: list[Any]) -> str:
@@ -47,7 +48,7 @@ def _where(data: Any, path: list[Any]) -> str:
         else:
             parts.append(f".{key}" if parts else str(key))
             node = node[key] if isinstance(node, dict) else None
-    return "".join(parts) or "top level"
+    return "".join(parts)
 
 
 def _message(error: Any) -> str:
