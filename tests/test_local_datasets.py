@@ -320,6 +320,37 @@ def test_pinned_archive_is_fetched_and_verified_by_blob_id(
     assert len(download_split(spec, "test", tmp_path / "c", mirror=str(mirror), progress=False)) == 4
 
 
+def test_split_placeholder_layout_like_the_msrs_repository_zip(shared: Path, tmp_path: Path) -> None:
+    """MSRS-main.zip holds {train,test}/{ir,vi}: the registry's MSRS-full entry reads it via '{split}'."""
+    members = {}
+    for split in ("train", "test"):
+        for modality in ("ir", "vi"):
+            source = shared / "datasets" / "MSRS" / split / modality
+            for path in sorted(source.iterdir())[:2]:
+                members[f"MSRS-main/{split}/{modality}/{path.name}"] = path.read_bytes()
+    members["MSRS-main/README.md"] = b"readme"
+    archive = _zip(tmp_path / "MSRS-main.zip", members)
+    for split in ("train", "test"):
+        out = tmp_path / split
+        download_split("MSRS-full", split, out, archive=archive, progress=False)
+        assert len(pairs(out, ("ir", "vi"))) == 2
+    missing = CliRunner().invoke(
+        app, ["download", "--dataset", "MSRS-full", "--archive", str(tmp_path / "none.zip"), "--out", str(tmp_path)]
+    )
+    assert missing.exit_code == 1
+    assert "none.zip does not exist" in missing.output and "Linfeng-Tang/MSRS/archive" in missing.output
+
+
+def test_full_config_overlay_resolves(tmp_path: Path) -> None:
+    """config/full.yaml on top of config/config.yaml: the full-scale sets are planned like the others."""
+    configs = [str(REPO / "config" / "config.yaml"), str(REPO / "config" / "full.yaml")]
+    result = _snakemake("-n", "-p", "--configfile", *configs, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("LLVIP", "M3FD", "MSRS-full", "MFI-WHU"):
+        assert f"results/data/{name}/test" in result.stdout
+    assert "--archive downloads/LLVIP.zip" in result.stdout
+
+
 @pytest.mark.skipif(importlib.util.find_spec("rarfile") is not None, reason="rarfile is installed")
 def test_rar_archive_without_rarfile_says_what_to_install(tmp_path: Path) -> None:
     fake = tmp_path / "MFI-WHU.rar"

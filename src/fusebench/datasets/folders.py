@@ -58,6 +58,14 @@ def copy_split(
     return _copy_pairs(spec, split, out_dir, lambda folder: _resolve(folder, mirror), checksums, max_pairs)
 
 
+def split_folder(folder: str, sub: str) -> str:
+    """A modality folder of a split: ``{split}`` in ``folder`` replaced by the split's sub-folder (e.g.
+    ``MSRS-main/{split}/ir``), else the sub-folder appended (``LLVIP/infrared`` + ``test``)."""
+    if "{split}" in folder:
+        return folder.replace("{split}", sub)
+    return f"{folder.rstrip('/')}/{sub}" if sub else folder
+
+
 def write_description(spec: DatasetSpec, out_dir: Path) -> None:
     info = {
         "name": spec.name,
@@ -101,8 +109,7 @@ def _copy_pairs(
     assert spec.folders is not None
     found: list[dict[str, Path]] = []
     for modality in spec.modalities:
-        folder = locate(spec.folders[modality])
-        folder = folder / sub if sub else folder
+        folder = locate(split_folder(spec.folders[modality], sub))
         if not folder.is_dir():
             raise DatasetError(
                 f"dataset {spec.name} ({split}): the {modality} folder {folder} does not exist; check "
@@ -116,7 +123,7 @@ def _copy_pairs(
     _check_paired(spec, split, first, second)
     names = sorted(first)
     if not names:
-        raise DatasetError(f"dataset {spec.name} ({split}): no images in {locate(spec.folders[spec.modalities[0]])}")
+        raise DatasetError(f"dataset {spec.name} ({split}): no images in its {spec.modalities[0]} folder")
     if max_pairs is not None:
         names = names[:max_pairs]
     sums: dict[str, str] = {}
@@ -235,7 +242,7 @@ def _extracted(
     try:
         path = _archive_file(spec, work, mirror, archive)
         sub = spec.split_spec(split).split
-        wanted = [f"{folder}/{sub}/" if sub else f"{folder}/" for folder in spec.folders.values()]
+        wanted = [split_folder(folder, sub).rstrip("/") + "/" for folder in spec.folders.values()]
         root = work / "content"
         log.info("%s: extracting %s (%s)", spec.name, path, ", ".join(wanted))
         safe_extract(
@@ -268,7 +275,10 @@ def _archive_file(spec: DatasetSpec, work: Path, mirror: str | None, archive: st
     if archive is not None:
         path = Path(archive).expanduser()
         if not path.is_file():
-            raise DatasetError(f"dataset {spec.name}: the archive {path} does not exist (config 'archives')")
+            raise DatasetError(
+                f"dataset {spec.name}: the archive {path} does not exist (config 'archives' / --archive); download "
+                f"{info.file}" + (f" from {info.url}" if info.url else "") + " and put it there"
+            )
         if any(value is not None for value in pin_ids.values()):
             problems = Pin(**pin_ids).problems(file_digests(path))
             if problems:
