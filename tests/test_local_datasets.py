@@ -275,6 +275,8 @@ def test_archive_dataset_from_the_users_download(shared: Path, tmp_path: Path) -
     assert not [p for p in out.iterdir() if p.name.startswith(".extract")]  # the extraction folder is gone
     assert [p for p, _, _ in pairs(out, ("ir", "vi"))] == ["01", "02"]
     assert len(download_split("LLVIP", "train", tmp_path / "train", archive=archive, progress=False)) == 2
+    with pytest.raises(DatasetError, match="TNO is not distributed as an archive"):
+        download_split("TNO", "test", tmp_path / "tno", archive=archive, progress=False)
     with pytest.raises(DatasetError, match=r"distributed as LLVIP.zip .*archives: \{LLVIP: /path/to/LLVIP.zip\}"):
         download_split("LLVIP", "test", tmp_path / "none", progress=False)
 

@@ -127,6 +127,9 @@ def weights_arg(wc, input):
 
 for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):
     DATASETS.get(_dataset)  # unknown names fail here with the list of known datasets
+for _dataset in config.get("archives", {}):
+    if DATASETS.get(_dataset).kind != "archive":
+        raise ValueError(f"archives.{_dataset}: {_dataset} is not an archive dataset; it takes no archive file")
 for _key in METHOD_KEYS:
     method_class(_key)
     for _name in {name for task in ("ivif", "mif", "mff", "mef") for name in official_weights(_key, task)}:

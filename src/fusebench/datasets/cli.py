@@ -83,7 +83,7 @@ def download_command(
             spec = local_spec(dataset, json.loads(definition), "--definition")
         else:
             spec = _registry(settings, str(config)).get(dataset)
-        archive_path = archive if archive is not None else settings.get("archives", {}).get(dataset)
+        archive_path = archive if archive is not None else (settings.get("archives") or {}).get(dataset)
         mirror = mirror if mirror is not None else settings.get("mirror")
         paths = download_split(
             spec, split, target, mirror=mirror, max_pairs=max_pairs, progress=progress, archive=archive_path

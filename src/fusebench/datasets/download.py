@@ -79,6 +79,8 @@ def download_split(
     from . import DATASETS
 
     spec = DATASETS.get(name) if isinstance(name, str) else name
+    if archive is not None and spec.kind != "archive":
+        raise DatasetError(f"dataset {spec.name} is not distributed as an archive; it takes no archive ({archive})")
     if spec.kind == "bundle":
         entries = spec.files(split, max_pairs=max_pairs)
         return download_files(entries, out_dir, mirror=mirror, progress=progress, desc=f"{spec.name}/{split}")
