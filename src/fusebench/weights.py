@@ -11,9 +11,10 @@ serve as the ``official_weights`` folder or as a mirror) from, in order:
 2. ``<upstream>/<repo>/<commit>/<path>`` with ``upstream`` = ``https://raw.githubusercontent.com`` unless
    the environment variable ``FUSEBENCH_UPSTREAM`` (or the ``upstream`` argument) says otherwise.
 
-Every candidate is written to a temporary file beside the target, verified (size, git blob id and/or
-sha256, whichever the registry knows) and only then renamed into place, so a rejected file never appears
-under the final name. After a verified download the file's sha256 is recorded in a sidecar
+The fetch is :func:`fusebench.fetch.fetch_pinned`, shared with the datasets: every candidate is written to a
+temporary file beside the target (transient HTTP failures retried, short transfers rejected), verified
+(size, git blob id and/or sha256, whichever the registry knows) and only then renamed into place, so a
+rejected file never appears under the final name. After a verified download the file's sha256 is recorded in a sidecar
 ``<file>.sha256`` (``sha256sum`` format) and checked whenever the file is used again.
 """
 
