@@ -216,6 +216,7 @@ def test_names_outside_the_target_are_refused(tmp_path: Path, make: object, bad:
     with pytest.raises(DatasetError, match="outside the target folder; refused"):
         safe_extract(archive, tmp_path / "out")
     assert not list(tmp_path.rglob("evil.png"))
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # checked before anything is written
 
 
 def test_links_out_of_the_target_are_refused(tmp_path: Path) -> None:
@@ -253,6 +254,16 @@ def test_size_and_member_limits(tmp_path: Path, make: object) -> None:
     with pytest.raises(DatasetError, match="unpacks to more than 4500 bytes"):
         safe_extract(archive, tmp_path / "b", max_bytes=4500)
     assert len(safe_extract(archive, tmp_path / "c", select=lambda n: n.startswith("d/1"))) == 1
+
+
+@pytest.mark.parametrize("make", [_zip, _tar], ids=["zip", "tar"])
+def test_damaged_archive_is_reported(tmp_path: Path, make: object) -> None:
+    noise = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(3000))  # incompressible
+    archive = make(tmp_path / ("a.zip" if make is _zip else "a.tar.gz"), {"d/1.png": noise})  # type: ignore[operator]
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # an interrupted download
+    with pytest.raises(DatasetError, match=r"cannot be unpacked|not a zip, tar or rar archive"):
+        safe_extract(archive, tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 
 def _llvip_like(shared: Path, path: Path) -> Path:

@@ -9,10 +9,13 @@ so a lying header does not help). A link inside the target becomes a copy of the
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import posixpath
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from ..atomic import atomic_path
 from .spec import DatasetError
 
 _CHUNK = 1 << 20
+#: what reading a member of a damaged archive raises (bad CRC, cut stream, corrupt compression)
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
 @dataclass(frozen=True)
@@ -45,49 +50,72 @@ def safe_extract(
     Returns the written files. Raises DatasetError naming the archive and the offending member.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with _open(archive) as (members, read):
+            return _extract(archive, members, read, dest, select, max_bytes, max_members)
+    except _DAMAGED as exc:
+        raise DatasetError(
+            f"{archive} cannot be unpacked ({type(exc).__name__}: {exc}); the archive is damaged or incomplete: "
+            "download it again"
+        ) from None
+
+
+def _extract(
+    archive: Path,
+    members: list[Member],
+    read: Reader,
+    dest: Path,
+    select: Callable[[str], bool],
+    max_bytes: int,
+    max_members: int,
+) -> list[Path]:
+    if len(members) > max_members:
+        raise DatasetError(f"{archive}: {len(members)} members, more than the limit of {max_members}; refused")
+    # every member is checked before anything is written
+    files: list[tuple[Member, str]] = []
+    links: list[tuple[Member, str, str]] = []
+    for member in members:
+        name = _safe_name(archive, member.name)
+        if member.kind in ("symlink", "hardlink"):
+            links.append((member, name, _link_target(archive, member, name)))
+        elif member.kind not in ("file", "dir"):
+            raise DatasetError(f"{archive}: member {member.name!r} is a device file or fifo; refused")
+        elif member.kind == "file":
+            files.append((member, name))
     written: list[Path] = []
     total = 0
-    with _open(archive) as (members, read):
-        if len(members) > max_members:
-            raise DatasetError(f"{archive}: {len(members)} members, more than the limit of {max_members}; refused")
-        links: list[tuple[Member, str]] = []
-        for member in members:
-            name = _safe_name(archive, member.name)
-            if member.kind == "dir" or not select(name):
-                continue
-            if member.kind in ("symlink", "hardlink"):
-                links.append((member, name))
-                continue
-            if member.kind != "file":
-                raise DatasetError(f"{archive}: member {member.name!r} is a device file or fifo; refused")
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with read(member) as source, atomic_path(target) as tmp, open(tmp, "wb") as out:
-                while chunk := source.read(_CHUNK):
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise DatasetError(
-                            f"{archive}: unpacks to more than {max_bytes} bytes (at member {member.name!r}); "
-                            "refused (a damaged or hostile archive?)"
-                        )
-                    out.write(chunk)
-            written.append(target)
-        for member, name in links:
-            source_name = _link_target(archive, member, name)
-            source = dest / source_name
-            if not source.is_file():
-                raise DatasetError(
-                    f"{archive}: link {member.name!r} points to {member.linkname!r}, which is not an extracted "
-                    "file of the archive; refused"
-                )
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            total += source.stat().st_size
-            if total > max_bytes:
-                raise DatasetError(f"{archive}: unpacks to more than {max_bytes} bytes; refused")
-            with atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
-            written.append(target)
+    for member, name in files:
+        if not select(name):
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with read(member) as source, atomic_path(target) as tmp, open(tmp, "wb") as out:
+            while chunk := source.read(_CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise DatasetError(
+                        f"{archive}: unpacks to more than {max_bytes} bytes (at member {member.name!r}); "
+                        "refused (a damaged or hostile archive?)"
+                    )
+                out.write(chunk)
+        written.append(target)
+    for member, name, source_name in links:
+        if not select(name):
+            continue
+        source = dest / source_name
+        if not source.is_file():
+            raise DatasetError(
+                f"{archive}: link {member.name!r} points to {member.linkname!r}, which is not an extracted "
+                "file of the archive; refused"
+            )
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        total += source.stat().st_size
+        if total > max_bytes:
+            raise DatasetError(f"{archive}: unpacks to more than {max_bytes} bytes; refused")
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        written.append(target)
     return written
 
 
