@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 from workflow_helpers import small_config, write_config
 
@@ -177,8 +179,17 @@ def test_config_dataset_runs_through_the_workflow(shared: Path, tmp_path: Path) 
     assert len(table) == 2 and not table[config["metrics"]["names"]].isna().any().any()
     html = (results / "report" / "index.html").read_text()
     assert "MyPairs" in html and "average" in html
-    again = _snakemake("data", "-n", "--configfile", str(configfile), cwd=tmp_path)
+    again = _snakemake("-n", "--configfile", str(configfile), cwd=tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    changed = root / "visible" / "02.png"
+    with Image.open(changed) as image:  # the user edits an image
+        edited = image.copy()
+    edited.putpixel((0, 0), 0 if edited.getpixel((0, 0)) != 0 else 255)
+    edited.save(changed)
+    os.utime(changed, (changed.stat().st_atime, changed.stat().st_mtime + 10))
+    again = _snakemake("data", "-n", "--configfile", str(configfile), cwd=tmp_path)  # DVC's data stage target
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "output: results/data/MyPairs/test" in again.stdout  # copied again
 
 
 # ------------------------------------------------------------------------------------------ archives

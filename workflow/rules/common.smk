@@ -5,6 +5,7 @@ import re
 from snakemake.utils import min_version, validate
 
 from fusebench.datasets import DATASETS as REGISTERED_DATASETS, with_local
+from fusebench.datasets.folders import source_files
 from fusebench.methods import METHODS
 from fusebench.metrics import CONVENTIONS, METRICS
 from fusebench.weights import registry as weights_registry
@@ -84,6 +85,13 @@ def source_args(dataset):
         return ["--definition", json.dumps(config["local_datasets"][dataset], sort_keys=True)]
     archive = config.get("archives", {}).get(dataset)
     return ["--archive", archive] if archive else []
+
+
+def download_inputs(wc):
+    """A config-defined dataset's source images: changing them makes its copy run again."""
+    if wc.dataset not in config.get("local_datasets", {}):
+        return []
+    return [str(path) for path in source_files(DATASETS.get(wc.dataset), wc.split, MIRROR or None)]
 
 
 def max_pairs_arg(split):

@@ -1,4 +1,6 @@
 rule download:
+    input:
+        download_inputs,
     output:
         directory("results/data/{dataset}/{split}"),
     params:

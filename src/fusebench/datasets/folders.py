@@ -97,14 +97,16 @@ def read_description(split_dir: Path) -> DatasetSpec | None:
 # ------------------------------------------------------------------------------------------- pairs
 
 
-def _copy_pairs(
-    spec: DatasetSpec,
-    split: str,
-    out_dir: Path,
-    locate: _Locate,
-    checksums: Mapping[Path, str] | None,
-    max_pairs: int | None,
-) -> dict[str, str]:
+def source_files(spec: DatasetSpec, split: str, mirror: str | None) -> list[Path]:
+    """The images (and checksums file) a config-defined dataset's split is copied from: the workflow's
+    inputs of its download, so that a changed folder makes it run again."""
+    found = _list_split(spec, split, lambda folder: _resolve(folder, mirror))
+    files = sorted(path for images in found for path in images.values())
+    return files + ([_resolve(spec.checksums, mirror)] if spec.checksums else [])
+
+
+def _list_split(spec: DatasetSpec, split: str, locate: _Locate) -> list[dict[str, Path]]:
+    """stem -> image, per modality, of ``split``."""
     sub = spec.split_spec(split).split
     assert spec.folders is not None
     found: list[dict[str, Path]] = []
@@ -119,6 +121,18 @@ def _copy_pairs(
             found.append(list_images(folder))
         except ValueError as exc:
             raise DatasetError(f"dataset {spec.name}: {exc}") from None
+    return found
+
+
+def _copy_pairs(
+    spec: DatasetSpec,
+    split: str,
+    out_dir: Path,
+    locate: _Locate,
+    checksums: Mapping[Path, str] | None,
+    max_pairs: int | None,
+) -> dict[str, str]:
+    found = _list_split(spec, split, locate)
     first, second = found
     _check_paired(spec, split, first, second)
     names = sorted(first)
