@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""Regenerate ``src/fusebench/datasets/files.csv`` from the data bundle's ``manifest.csv``.
+"""Merge a data bundle's ``manifest.csv`` into ``src/fusebench/datasets/files.csv``.
 
-files.csv is a trimmed copy of the manifest (no images): one row per file with the columns that
-``fusebench download`` needs to fetch and verify it. Run it after the bundle changes::
+files.csv is a trimmed copy of manifests (no images): one row per file with the columns that
+``fusebench download`` needs to fetch and verify it. Run it after the bundle changes, or with the
+manifest of a new dataset::
 
     python scripts/update_dataset_files.py ../shared/datasets/manifest.csv
 
-and commit the changed files.csv. Pass ``--check`` to only report whether files.csv is up to date.
+and commit the changed files.csv. The manifest's rows replace those of the same (dataset, split); rows of
+every other dataset/split are kept. A manifest that would remove files of a dataset/split it lists is
+refused unless ``--drop-missing`` says so. Pass ``--check`` to only report whether files.csv is up to date.
 """
 
 from __future__ import annotations
@@ -77,6 +80,35 @@ def trim(manifest: Path) -> list[dict[str, str]]:
     return rows
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of an existing files.csv (none if there is no file yet)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != COLUMNS:
+            raise SystemExit(f"{path}: columns {reader.fieldnames} are not {COLUMNS}; refusing to rewrite it")
+        return list(reader)
+
+
+def merge(current: list[dict[str, str]], new: list[dict[str, str]], drop_missing: bool = False) -> list[dict[str, str]]:
+    """``current`` with the (dataset, split) groups of ``new`` replaced by ``new``'s rows."""
+    groups = {(r["dataset"], r["split"]) for r in new}
+    new_keys = {(r["dataset"], r["split"], r["pair"], r["modality"]) for r in new}
+    kept = [r for r in current if (r["dataset"], r["split"]) not in groups]
+    lost = [r for r in current if (r["dataset"], r["split"]) in groups]
+    lost = [r for r in lost if (r["dataset"], r["split"], r["pair"], r["modality"]) not in new_keys]
+    if lost and not drop_missing:
+        shown = ", ".join(r["path"] for r in lost[:5])
+        raise SystemExit(
+            f"the manifest lacks {len(lost)} file(s) that files.csv lists for the same dataset/split (e.g. {shown}); "
+            "nothing was written. Pass --drop-missing to remove them"
+        )
+    rows = kept + new
+    rows.sort(key=lambda r: (r["dataset"], r["split"], r["pair"], r["modality"]))
+    return rows
+
+
 def render(rows: list[dict[str, str]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
@@ -90,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("manifest", type=Path, help="the bundle's manifest.csv")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: the package's files.csv")
     parser.add_argument("--check", action="store_true", help="exit 1 if --out differs, write nothing")
+    parser.add_argument(
+        "--drop-missing", action="store_true", help="remove rows of the manifest's dataset/splits it no longer lists"
+    )
     args = parser.parse_args(argv)
 
-    text = render(trim(args.manifest))
+    existing = read_rows(args.out)
+    rows = merge(existing, trim(args.manifest), args.drop_missing)
+    text = render(rows)
     current = args.out.read_text(encoding="utf-8") if args.out.is_file() else None
     if args.check:
         if current != text:
@@ -107,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from fusebench.atomic import write_text_atomic
 
     write_text_atomic(args.out, text)
-    print(f"wrote {args.out} ({text.count(chr(10)) - 1} files)")
+    print(f"wrote {args.out} ({len(rows)} files; {len(existing)} before, {len(rows) - len(existing):+d})")
     return 0
 
 

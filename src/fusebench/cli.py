@@ -18,7 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("datasets", help="List the registered datasets, their tasks, modalities and splits.")(list_command)
+app.command("datasets", help="List the datasets (registered, or a config's own), tasks, modalities, splits.")(
+    list_command
+)
 app.command("download", help="Fetch a dataset split (mirror first, then pinned upstream), sha256-checked.")(
     download_command
 )
@@ -42,9 +44,9 @@ def _json(text: str, what: str) -> dict[str, Any]:
 
 
 def _pairs(dataset: str, sources: Path) -> list[tuple[str, Path, Path]]:
-    from .datasets import DATASETS, pairs
+    from .datasets import describe, pairs
 
-    return pairs(sources, DATASETS.get(dataset).modalities)
+    return pairs(sources, describe(dataset, sources).modalities)
 
 
 @app.command("methods")
@@ -147,7 +149,7 @@ def fuse_command(
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
 ) -> None:
     """Fuse every pair of a test split with one method."""
-    from .datasets import DATASETS
+    from .datasets import describe
     from .fuse import fuse_pairs
     from .methods import METHODS, LearnedMethod, OptionError, create
     from .training import pick_device
@@ -156,7 +158,7 @@ def fuse_command(
     try:
         if official is not None:  # e.g. tardal+.pt implies variant tardal+ (its BatchNorm mode)
             given = METHODS.spec(method).with_weights_file(official, given)
-        fusion = create(method, **{"task": DATASETS.get(dataset).task, **given})
+        fusion = create(method, **{"task": describe(dataset, sources).task, **given})
     except OptionError as exc:
         raise typer.BadParameter(str(exc)) from None
     if isinstance(fusion, LearnedMethod):

@@ -11,21 +11,18 @@ serve as the ``official_weights`` folder or as a mirror) from, in order:
 2. ``<upstream>/<repo>/<commit>/<path>`` with ``upstream`` = ``https://raw.githubusercontent.com`` unless
    the environment variable ``FUSEBENCH_UPSTREAM`` (or the ``upstream`` argument) says otherwise.
 
-Every candidate is written to a temporary file beside the target, verified (size, git blob id and/or
-sha256, whichever the registry knows) and only then renamed into place, so a rejected file never appears
-under the final name. After a verified download the file's sha256 is recorded in a sidecar
+The fetch is :func:`fusebench.fetch.fetch_pinned`, shared with the datasets: every candidate is written to a
+temporary file beside the target (transient HTTP failures retried, short transfers rejected), verified
+(size, git blob id and/or sha256, whichever the registry knows) and only then renamed into place, so a
+rejected file never appears under the final name. After a verified download the file's sha256 is recorded in a sidecar
 ``<file>.sha256`` (``sha256sum`` format) and checked whenever the file is used again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,7 +33,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import write_text_atomic
+from .fetch import FetchFailed, Pin, Source, fetch_pinned, file_digests
+from .fetch import git_blob_sha1 as git_blob_sha1  # the one implementation, re-exported
+from .schemas import validate
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,6 @@ MIRROR_ENV = "FUSEBENCH_WEIGHTS_MIRROR"
 UPSTREAM_ENV = "FUSEBENCH_UPSTREAM"
 DEFAULT_UPSTREAM = "https://raw.githubusercontent.com"
 SIDECAR_SUFFIX = ".sha256"
-_CHUNK = 1 << 20
-_LFS_MAGIC = b"version https://git-lfs.github.com/spec"
 
 
 class WeightsError(RuntimeError):
@@ -114,16 +112,11 @@ def registry() -> dict[str, WeightsEntry]:
 
 
 def parse_registry(data: Any, source: str = "registry") -> dict[str, WeightsEntry]:
-    if not isinstance(data, Mapping) or not isinstance(data.get("weights"), Mapping):
-        raise ValueError(f"{source}: expected a mapping with a 'weights' mapping")
-    allowed = set(WeightsEntry.__dataclass_fields__) - {"name"}
+    """Entries of a weights registry, checked against fusebench/schemas/weights.schema.yaml (a SchemaError,
+    a ValueError, names the bad entry and key)."""
+    validate(data, "weights", source)
     entries = {}
     for name, item in data["weights"].items():
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{source}: entry {name!r} must be a mapping")
-        unknown = set(item) - allowed
-        if unknown:
-            raise ValueError(f"{source}: entry {name!r} has unknown key(s) {', '.join(sorted(unknown))}")
         fields = {
             k: (str(v) if k in {"commit", "git_blob_sha1", "sha256"} and v is not None else v) for k, v in item.items()
         }
@@ -139,26 +132,6 @@ def get_entry(name: str) -> WeightsEntry:
 
 
 # ------------------------------------------------------------------------------------------------- hashing
-def git_blob_sha1(data: bytes | str | os.PathLike[str]) -> str:
-    """Git's blob id of ``data`` (bytes) or of a file: ``sha1(b"blob %d\\0" % size + content)``."""
-    if isinstance(data, bytes):
-        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-    return file_digests(data)["git_blob_sha1"]
-
-
-def file_digests(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Size, git blob id and sha256 of a file, in one pass."""
-    path = Path(path)
-    size = path.stat().st_size
-    blob = hashlib.sha1(b"blob %d\0" % size)
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            blob.update(chunk)
-            sha.update(chunk)
-    return {"size": size, "git_blob_sha1": blob.hexdigest(), "sha256": sha.hexdigest()}
-
-
 def sidecar(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     return path.with_name(path.name + SIDECAR_SUFFIX)
@@ -219,37 +192,18 @@ def check_known_file(path: str | os.PathLike[str]) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- fetch
-def _looks_like_url(location: str) -> bool:
-    return "://" in location
-
-
-def _join(base: str, relative: str) -> str:
-    return f"{base.rstrip('/')}/{urllib.parse.quote(relative)}"
-
-
-def _copy_into(source: str, tmp: Path, timeout: float) -> None:
-    """Copy a local path or URL into ``tmp``."""
-    if _looks_like_url(source):
-        with urllib.request.urlopen(source, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310
-            shutil.copyfileobj(response, out, _CHUNK)
-    else:
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"not in the mirror: {source}")
-        shutil.copyfile(source, tmp)
-
-
-def _sources(entry: WeightsEntry, mirror: str | None, upstream: str | None) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
+def _sources(entry: WeightsEntry, mirror: str | None, upstream: str | None) -> list[Source]:
+    found: list[Source] = []
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     if mirror:
         location = (
-            _join(mirror, entry.local_path)
-            if _looks_like_url(mirror)
+            f"{mirror.rstrip('/')}/{urllib.parse.quote(entry.local_path)}"
+            if "://" in mirror
             else str(Path(mirror).expanduser() / entry.local_path)
         )
-        found.append(("mirror", location))
+        found.append(Source("mirror", location))
     base = upstream or os.environ.get(UPSTREAM_ENV) or DEFAULT_UPSTREAM
-    found.append(("upstream", entry.url(base)))
+    found.append(Source("upstream", entry.url(base)))
     return found
 
 
@@ -285,20 +239,12 @@ def fetch_weights(
             if read_sidecar(target) is None:
                 _write_sidecar(target, digests["sha256"])
             return target
-    attempts = []
-    for kind, source in _sources(entry, mirror, upstream):
-        try:
-            with atomic_path(target) as tmp:
-                _copy_into(source, tmp, timeout)
-                digests = file_digests(tmp)
-                problems = _problems(digests, entry, None)
-                if problems:
-                    lfs = " (a git-lfs pointer, not the file)" if _is_lfs_pointer(tmp) else ""
-                    raise WeightsError(f"{'; '.join(problems)}{lfs}")
-        except (OSError, urllib.error.URLError, WeightsError, ValueError) as exc:
-            log.warning("weights %s from %s %s rejected: %s", entry.name, kind, source, exc)
-            attempts.append(f"  {kind} {source}: {exc}")
-            continue
+    pin = Pin(sha256=entry.sha256, git_blob_sha1=entry.git_blob_sha1, size=entry.size)
+    try:
+        digests, _ = fetch_pinned(target, pin, _sources(entry, mirror, upstream), timeout=timeout)
+    except FetchFailed as exc:
+        attempts = [f"  {attempt}" for attempt in exc.attempts]
+    else:
         sidecar(target).unlink(missing_ok=True)
         _write_sidecar(target, digests["sha256"])
         log.info("weights %s verified (git blob %s) -> %s", entry.name, digests["git_blob_sha1"], target)
@@ -312,11 +258,6 @@ def fetch_weights(
         + f"\nWhat to do: check the network, or download {entry.url()} yourself and put it at "
         f"<mirror>/{entry.local_path}, then pass --mirror <mirror> (or set {MIRROR_ENV})."
     )
-
-
-def _is_lfs_pointer(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(len(_LFS_MAGIC)) == _LFS_MAGIC
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

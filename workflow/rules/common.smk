@@ -5,7 +5,8 @@ import re
 from snakemake.utils import min_version, validate
 
 # Everything imported here is torch-free: building the DAG (`snakemake -n`) imports no network.
-from fusebench.datasets import DATASETS
+from fusebench.datasets import DATASETS as REGISTERED_DATASETS, with_local
+from fusebench.datasets.folders import source_files
 from fusebench.methods import METHODS, OptionError
 from fusebench.metrics import CONVENTIONS, METRICS
 from fusebench.weights import registry as weights_registry
@@ -20,6 +21,8 @@ MIRROR = config.get("mirror") or os.environ.get("FUSEBENCH_MIRROR") or ""
 WEIGHTS_MIRROR = config.get("weights_mirror") or os.environ.get("FUSEBENCH_WEIGHTS_MIRROR") or ""
 # results/weights/<folder>/<file> -> registered weights name (fusebench.weights)
 WEIGHTS_BY_PATH = {entry.local_path: name for name, entry in weights_registry().items()}
+# registered datasets plus the config's own (local_datasets)
+DATASETS = with_local(REGISTERED_DATASETS, config.get("local_datasets"), "config local_datasets")
 BENCH_DATASETS = config["datasets"]
 METHOD_KEYS = list(config["methods"])
 TRAINING = config["training"]
@@ -75,6 +78,22 @@ def methods_for(dataset):
 
 def modalities(dataset):
     return DATASETS.get(dataset).modalities
+
+
+def source_args(dataset):
+    """How `fusebench download` gets a dataset from outside the package: its definition, or the archive
+    the user downloaded."""
+    if dataset in config.get("local_datasets", {}):
+        return ["--definition", json.dumps(config["local_datasets"][dataset], sort_keys=True)]
+    archive = config.get("archives", {}).get(dataset)
+    return ["--archive", archive] if archive else []
+
+
+def download_inputs(wc):
+    """A config-defined dataset's source images: changing them makes its copy run again."""
+    if wc.dataset not in config.get("local_datasets", {}):
+        return []
+    return [str(path) for path in source_files(DATASETS.get(wc.dataset), wc.split, MIRROR or None)]
 
 
 def max_pairs_arg(split):
@@ -165,6 +184,9 @@ def check_method_entry(key):
         raise ValueError(f"config methods.{key}: {exc}") from None
 
 
+for _dataset in config.get("archives", {}):
+    if DATASETS.get(_dataset).kind != "archive":
+        raise ValueError(f"archives.{_dataset}: {_dataset} is not an archive dataset; it takes no archive file")
 for _key in METHOD_KEYS:
     check_method_entry(_key)
 CONVENTIONS.get(config["metrics"]["convention"])

@@ -1,9 +1,12 @@
 rule download:
+    input:
+        download_inputs,
     output:
         directory("results/data/{dataset}/{split}"),
     params:
         mirror=f"--mirror {MIRROR}" if MIRROR else "",
         limit=lambda wc: max_pairs_arg(wc.split),
+        source=lambda wc: source_args(wc.dataset),
     log:
         "results/logs/download/{dataset}_{split}.log",
     resources:
@@ -13,7 +16,7 @@ rule download:
         "../../envs/fusebench.yaml"
     shell:
         "fusebench download --dataset {wildcards.dataset} --split {wildcards.split} --out {output} "
-        "{params.mirror} {params.limit} 2> {log}"
+        "{params.mirror} {params.limit} {params.source:q} 2> {log}"
 
 
 rule patches:

@@ -7,6 +7,7 @@ rule report:
         datasets=",".join(BENCH_DATASETS),
         methods=",".join(METHOD_KEYS),
         methods_for=";".join(f"{d}={','.join(methods_for(d))}" for d in BENCH_DATASETS),
+        modalities=";".join(f"{d}={','.join(modalities(d))}" for d in BENCH_DATASETS),
         convention=config["metrics"]["convention"],
         title=config["report"]["title"],
         examples=config["report"]["examples"],
@@ -19,5 +20,5 @@ rule report:
         "../../envs/fusebench.yaml"
     shell:
         "fusebench report --results results --datasets {params.datasets} --methods {params.methods} "
-        "--methods-for '{params.methods_for}' --convention {params.convention} "
+        "--methods-for '{params.methods_for}' --modalities {params.modalities:q} --convention {params.convention} "
         "--title '{params.title}' --examples {params.examples} --out {output} 2> {log}"

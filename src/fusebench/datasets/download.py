@@ -30,24 +30,20 @@ to exactly the upstream pixels, with a warning, and its actual sha256 goes into 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import io
 import logging
 import os
-import shutil
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..atomic import atomic_path, write_text_atomic
+from ..fetch import FetchFailed, Pin, Rejected, Source, Unavailable, copy_to, fetch_pinned, file_digests, git_blob_sha1
 from ..imageio import list_images
-from .spec import UPSTREAM_ENV, DatasetError, FileEntry, upstream_base
+from .folders import copy_split, write_description
+from .spec import UPSTREAM_ENV, DatasetError, DatasetSpec, FileEntry, upstream_base
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -56,11 +52,6 @@ log = logging.getLogger(__name__)
 
 MIRROR_ENV = "FUSEBENCH_MIRROR"
 MARKER = "files.sha256"
-#: attempts per http(s) URL (network errors, 5xx, 429 and truncated bodies are retried)
-HTTP_ATTEMPTS = 3
-RETRY_DELAY_S = 1.0
-TIMEOUT_S = 60.0
-_CHUNK = 1 << 20
 
 
 def resolve_mirror(mirror: str | os.PathLike[str] | None) -> str | None:
@@ -72,21 +63,34 @@ def resolve_mirror(mirror: str | os.PathLike[str] | None) -> str | None:
 
 
 def download_split(
-    name: str,
+    name: str | DatasetSpec,
     split: str,
     out_dir: str | os.PathLike[str],
     mirror: str | None = None,
     max_pairs: int | None = None,
     progress: bool = True,
+    archive: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """Download ``split`` ('train'/'test') of the registered dataset ``name`` into ``out_dir``.
+    """Download ``split`` ('train'/'test') of dataset ``name`` (registered, or a spec, e.g. from
+    :func:`~.spec.local_spec`) into ``out_dir``; ``archive``: the user's copy of an archive dataset.
 
     Returns the paths of the files (in pair order, both modalities of each pair).
     """
     from . import DATASETS
 
-    entries = DATASETS.get(name).files(split, max_pairs=max_pairs)
-    return download_files(entries, out_dir, mirror=mirror, progress=progress, desc=f"{name}/{split}")
+    spec = DATASETS.get(name) if isinstance(name, str) else name
+    if archive is not None and spec.kind != "archive":
+        raise DatasetError(f"dataset {spec.name} is not distributed as an archive; it takes no archive ({archive})")
+    if spec.kind == "bundle":
+        entries = spec.files(split, max_pairs=max_pairs)
+        return download_files(entries, out_dir, mirror=mirror, progress=progress, desc=f"{spec.name}/{split}")
+    out_dir = Path(out_dir)
+    (out_dir / MARKER).unlink(missing_ok=True)
+    sums = copy_split(spec, split, out_dir, resolve_mirror(mirror), archive=archive, max_pairs=max_pairs)
+    write_description(spec, out_dir)
+    _write_marker(out_dir, sums)
+    log.info("%s/%s: %d files verified in %s", spec.name, split, len(sums), out_dir)
+    return [out_dir / rel for rel in sums]
 
 
 def download_files(
@@ -121,7 +125,7 @@ def download_files(
             fetched += 1
         sums[entry.relpath] = digest
         paths.append(target)
-    write_text_atomic(marker, "".join(f"{sums[rel]}  {rel}\n" for rel in sorted(sums)))
+    _write_marker(out_dir, sums)
     log.info("%s: %d files verified in %s (%d fetched)", desc, len(paths), out_dir, fetched)
     return paths
 
@@ -177,25 +181,25 @@ def pairs(split_dir: str | os.PathLike[str], modalities: Sequence[str]) -> list[
 
 def fetch_file(entry: FileEntry, target: Path, mirror: str | None) -> str:
     """Put a verified copy of ``entry`` at ``target`` and return its sha256; raise DatasetError otherwise."""
-    sources: list[tuple[str, str]] = []
-    if mirror is not None:
-        sources.append(("mirror", _mirror_location(mirror, entry)))
-    sources.append(("upstream", entry.upstream_url(upstream_base())))
-    failures: list[str] = []
-    for kind, location in sources:
+    pin = Pin(sha256=entry.sha256, size=entry.bytes)
+    upstream = Source("upstream", entry.upstream_url(upstream_base()))
+    sources = [Source("mirror", _mirror_location(mirror, entry))] if mirror is not None else []
+    if not entry.reencoded:
+        sources.append(upstream)
+    try:
+        digests, _ = fetch_pinned(target, pin, sources, fallback_on_mismatch=False)
+        return digests["sha256"]
+    except Rejected as exc:
+        advice = _mirror_advice(exc.source.location) if exc.source.kind == "mirror" else _upstream_advice()
+        raise DatasetError(_mismatch(entry, exc.source.location, exc.problems, advice)) from None
+    except FetchFailed as exc:
+        failures = exc.attempts
+    if entry.reencoded:
         try:
             with atomic_path(target) as tmp:
-                if kind == "upstream" and entry.reencoded:
-                    digest = _fetch_reencoded(entry, location, tmp)
-                else:
-                    _fetch(location, tmp)
-                    advice = _mirror_advice(location) if kind == "mirror" else _upstream_advice()
-                    digest = _verify(entry, tmp, location, advice)
-            return digest
-        except _Unavailable as exc:
-            failures.append(f"{kind} {location}: {exc}")
-            if kind == "mirror":
-                log.info("%s: not in the mirror (%s); trying upstream", entry.path, exc)
+                return _fetch_reencoded(entry, upstream.location, tmp)
+        except Unavailable as exc:
+            failures.append(f"upstream {upstream.location}: {exc}")
     mirror_hint = (
         f"check --mirror / ${MIRROR_ENV} (its root must hold the bundle layout, e.g. {entry.path})"
         if mirror is not None
@@ -209,24 +213,10 @@ def fetch_file(entry: FileEntry, target: Path, mirror: str | None) -> str:
     )
 
 
-def _verify(entry: FileEntry, tmp: Path, location: str, advice: str) -> str:
-    size, digest = _sha256_file(tmp)
-    if digest == entry.sha256 and size == entry.bytes:
-        return digest
-    raise DatasetError(_mismatch(entry, location, digest, size, advice))
-
-
-def _mismatch(entry: FileEntry, location: str, digest: str, size: int, advice: str) -> str:
-    if size < entry.bytes:
-        what = f"truncated: {size} of {entry.bytes} bytes"
-    elif size > entry.bytes:
-        what = f"wrong size: {size} bytes, expected {entry.bytes}"
-    else:
-        what = "corrupt (right size, wrong content)"
+def _mismatch(entry: FileEntry, location: str, problems: list[str], advice: str) -> str:
     return (
         f"checksum mismatch for {entry.path} (pair {entry.pair}, {entry.modality}) fetched from {location}: "
-        f"{what}; expected sha256 {entry.sha256}, got {digest}. "
-        f"Nothing was written. {advice}"
+        f"{'; '.join(problems)}. Nothing was written. {advice}"
     )
 
 
@@ -251,7 +241,7 @@ def _fetch_reencoded(entry: FileEntry, location: str, tmp: Path) -> str:
 
     upstream_suffix = Path(entry.source_path).suffix
     with _temp_beside(tmp.parent, entry.filename, upstream_suffix) as raw:
-        _fetch(location, raw)
+        copy_to(location, raw)
         data = raw.read_bytes()
     blob_ok = git_blob_sha1(data) == entry.source_blob_sha1
     try:
@@ -264,12 +254,14 @@ def _fetch_reencoded(entry: FileEntry, location: str, tmp: Path) -> str:
             f"{git_blob_sha1(data)}, expected {entry.source_blob_sha1}. {_upstream_advice()}"
         ) from exc
     encode_png(pixels, tmp)
-    size, digest = _sha256_file(tmp)
-    if digest == entry.sha256 and size == entry.bytes:
+    digests = file_digests(tmp)
+    digest = digests["sha256"]
+    problems = Pin(sha256=entry.sha256, size=entry.bytes).problems(digests)
+    if not problems:
         return digest
     if not blob_ok:
         raise DatasetError(
-            _mismatch(entry, location, digest, size, _upstream_advice())
+            _mismatch(entry, location, problems, _upstream_advice())
             + f" (re-encoded from {upstream_suffix}; upstream git blob {git_blob_sha1(data)}, "
             f"expected {entry.source_blob_sha1})"
         )
@@ -311,98 +303,32 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     return converted
 
 
-def git_blob_sha1(data: bytes) -> str:
-    """The git object id of a file with these bytes (``git hash-object``)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
-
-
-# -------------------------------------------------------------------------------------- transport
-
-
-class _Unavailable(Exception):
-    """The source does not have the file or cannot be reached (try the next source)."""
-
-
 def _mirror_location(mirror: str, entry: FileEntry) -> str:
     if "://" in mirror:
         return f"{mirror.rstrip('/')}/{quote(entry.path, safe='/')}"
     return str(Path(mirror) / entry.path)
 
 
-def _fetch(location: str, dest: Path) -> None:
-    """Copy ``location`` (a local path or URL) to ``dest``; raise _Unavailable when it cannot be had."""
-    if "://" not in location:
-        try:
-            shutil.copyfile(location, dest)
-        except FileNotFoundError:
-            raise _Unavailable("no such file") from None
-        except OSError as exc:
-            raise _Unavailable(f"cannot read it ({exc})") from None
-        return
-    retry = location.startswith(("http://", "https://"))
-    attempts = HTTP_ATTEMPTS if retry else 1
-    for attempt in range(1, attempts + 1):
-        try:
-            _fetch_url(location, dest)
-            return
-        except urllib.error.HTTPError as exc:
-            error = f"HTTP {exc.code} {exc.reason}"
-            transient = exc.code >= 500 or exc.code in (408, 429)
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, FileNotFoundError):
-                raise _Unavailable("no such file") from None
-            error = f"cannot connect ({reason})"
-            transient = True
-        except (http.client.HTTPException, TimeoutError, ConnectionError, _Truncated) as exc:
-            error = f"transfer failed ({type(exc).__name__}: {exc})"
-            transient = True
-        if not (retry and transient) or attempt == attempts:
-            suffix = f" after {attempt} attempts" if attempt > 1 else ""
-            raise _Unavailable(error + suffix)
-        log.warning("%s: %s; retrying (%d/%d)", location, error, attempt, attempts - 1)
-        time.sleep(RETRY_DELAY_S * attempt)
-
-
-class _Truncated(Exception):
-    pass
-
-
-def _fetch_url(url: str, dest: Path) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "fusebench"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
-        shutil.copyfileobj(response, out, _CHUNK)
-        length = response.headers.get("Content-Length")
-        written = out.tell()
-    if length is not None and length.isdigit() and int(length) != written:
-        raise _Truncated(f"got {written} of {length} bytes")
-
-
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _sha256_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _existing_digest(target: Path, entry: FileEntry, recorded: str | None) -> str | None:
     """sha256 of an already present, valid ``target``, else None (it must be fetched)."""
     if not target.is_file():
         return None
-    size, digest = _sha256_file(target)
-    if digest == entry.sha256 and size == entry.bytes:
+    digests = file_digests(target)
+    digest = digests["sha256"]
+    if digest == entry.sha256 and digests["size"] == entry.bytes:
         return digest
     # a re-encoded file accepted earlier by git blob id + pixel check (see module docstring)
     if entry.reencoded and recorded is not None and digest == recorded:
         return digest
     log.warning("%s: present but its sha256 %s is not %s; fetching it again", target, digest, entry.sha256)
     return None
+
+
+def _write_marker(out_dir: Path, sums: dict[str, str]) -> None:
+    write_text_atomic(out_dir / MARKER, "".join(f"{sums[rel]}  {rel}\n" for rel in sorted(sums)))
 
 
 def _read_marker(marker: Path) -> dict[str, str]:

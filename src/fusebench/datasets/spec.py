@@ -24,6 +24,7 @@ from urllib.parse import quote
 import yaml
 
 from ..registry import Registry
+from ..schemas import SchemaError, validate
 
 TASKS = ("ivif", "mif", "mff", "mef")
 SPLIT_NAMES = ("train", "test")
@@ -95,10 +96,25 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """A benchmark split: a manifest split, optionally restricted to explicit pairs."""
+    """A benchmark split: a manifest split, optionally restricted to explicit pairs; for a folder dataset
+    the sub-folder of each modality folder ('' = the folder itself)."""
 
     split: str
     pairs: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """One archive holding a dataset: downloaded by the user (path given in the config's ``archives``) or
+    pinned in a git repository (``upstream``: repo, commit, path, git blob id) and fetched."""
+
+    file: str
+    url: str = ""
+    sha256: str | None = None
+    size: int | None = None
+    upstream: Mapping[str, str] | None = None
+    max_bytes: int = 64 << 30
+    max_members: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -110,6 +126,18 @@ class DatasetSpec:
     splits: Mapping[str, SplitSpec] = field(default_factory=dict)
     description: str = ""
     citation: str = ""
+    #: folder datasets (config-defined or archive): modality -> its image folder (for an archive, inside it)
+    folders: Mapping[str, str] | None = None
+    archive: ArchiveSpec | None = None
+    #: config-defined datasets: a sha256sum-style file listing every image
+    checksums: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """'bundle' (files.csv), 'archive' (one archive, extracted) or 'folders' (defined in the config)."""
+        if self.archive is not None:
+            return "archive"
+        return "folders" if self.folders is not None else "bundle"
 
     def split_spec(self, split: str) -> SplitSpec:
         try:
@@ -134,6 +162,11 @@ class DatasetSpec:
 
     def _pairs(self, split: str) -> dict[str, dict[str, FileEntry]]:
         spec = self.split_spec(split)
+        if self.kind != "bundle":
+            raise DatasetError(
+                f"dataset {self.name} is a {self.kind} dataset: its files are found when it is fetched "
+                "(`fusebench download`), not listed in files.csv"
+            )
         table = file_table()
         entries = table.get((self.folder, spec.split))
         if not entries:
@@ -178,63 +211,64 @@ def parse_files_csv(text: str) -> dict[tuple[str, str], tuple[FileEntry, ...]]:
     return {key: tuple(sorted(value, key=lambda e: (e.pair, e.modality))) for key, value in groups.items()}
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _spec_from_yaml(item: Any, where: str) -> DatasetSpec:
-    if not isinstance(item, dict):
-        raise DatasetError(f"{where}: each dataset must be a mapping, got {item!r}")
-    allowed = {"name", "task", "modalities", "folder", "splits", "description", "citation"}
-    unknown = set(item) - allowed
-    if unknown:
-        raise DatasetError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise DatasetError(f"{where}: 'name' must be a word of letters, digits, '_', '.', '-', got {name!r}")
-    where = f"{where} ({name})"
-    task = item.get("task")
-    if task not in TASKS:
-        raise DatasetError(f"{where}: task must be one of {TASKS}, got {task!r}")
-    modalities = item.get("modalities")
-    if (
-        not isinstance(modalities, list)
-        or len(modalities) != 2
-        or not all(isinstance(m, str) and _NAME.match(m) for m in modalities)
-        or modalities[0] == modalities[1]
-    ):
-        raise DatasetError(f"{where}: modalities must be two different names, got {modalities!r}")
-    folder = item.get("folder")
-    if not isinstance(folder, str) or not folder:
-        raise DatasetError(f"{where}: 'folder' (the manifest dataset) is required")
-    raw_splits = item.get("splits")
-    if not isinstance(raw_splits, dict) or not raw_splits:
-        raise DatasetError(f"{where}: 'splits' must map {' / '.join(SPLIT_NAMES)} to a manifest split")
-    splits: dict[str, SplitSpec] = {}
-    for key, value in raw_splits.items():
-        if key not in SPLIT_NAMES:
-            raise DatasetError(f"{where}: split {key!r} is not one of {SPLIT_NAMES}")
-        valid = isinstance(value, dict) and isinstance(value.get("split"), str)
-        if not valid or set(value) - {"split", "pairs"}:
-            raise DatasetError(f"{where}: splits.{key} must be {{split: <manifest split>, pairs: [...]}}")
-        pairs = value.get("pairs")
-        if pairs is not None:
-            if not isinstance(pairs, list) or not pairs or not all(isinstance(p, str) for p in pairs):
-                raise DatasetError(
-                    f'{where}: splits.{key}.pairs must be a non-empty list of quoted names ("01", not 01)'
-                )
-            if len(set(pairs)) != len(pairs):
-                raise DatasetError(f"{where}: splits.{key}.pairs lists a pair twice")
-            pairs = tuple(pairs)
-        splits[key] = SplitSpec(split=value["split"], pairs=pairs)
+def _spec_from_yaml(item: dict[str, Any]) -> DatasetSpec:
+    """A registry entry already checked against the registry schema."""
+    modalities = item["modalities"]
+    splits: dict[str, SplitSpec]
+    folders = archive = None
+    if "archive" in item:
+        folders = _folders(item["folders"], modalities, f"dataset {item['name']}")
+        archive = ArchiveSpec(**item["archive"])
+        splits = {key: SplitSpec(split=value) for key, value in item.get("splits", {"test": ""}).items()}
+    else:
+        splits = {
+            key: SplitSpec(split=value["split"], pairs=tuple(value["pairs"]) if "pairs" in value else None)
+            for key, value in item["splits"].items()
+        }
     return DatasetSpec(
-        name=name,
-        task=task,
+        name=item["name"],
+        task=item["task"],
         modalities=(modalities[0], modalities[1]),
-        folder=folder,
+        folder=item.get("folder", ""),
         splits=MappingProxyType(splits),
         description=" ".join(str(item.get("description", "")).split()),
         citation=" ".join(str(item.get("citation", "")).split()),
+        folders=folders,
+        archive=archive,
     )
+
+
+def _folders(folders: dict[str, str], modalities: list[str], where: str) -> Mapping[str, str]:
+    if set(folders) != set(modalities):
+        raise DatasetError(f"{where}: 'folders' must name exactly the modalities {modalities}, got {sorted(folders)}")
+    return MappingProxyType({modality: folders[modality] for modality in modalities})
+
+
+def local_spec(name: str, definition: Mapping[str, Any], source: str = "config") -> DatasetSpec:
+    """A dataset defined in the config (``local_datasets.<name>``, see schemas/dataset.schema.yaml)."""
+    where = f"{source}: local_datasets.{name}"
+    try:
+        validate(dict(definition), "dataset", source, at=f"local_datasets.{name}")
+    except SchemaError as exc:
+        raise DatasetError(str(exc)) from None
+    if not _NAME.match(name):
+        raise DatasetError(f"{where}: the name must be letters, digits, '_', '.', '-'")
+    modalities = definition["modalities"]
+    splits = definition.get("splits", {"test": ""})
+    return DatasetSpec(
+        name=name,
+        task=definition["task"],
+        modalities=(modalities[0], modalities[1]),
+        folder="",
+        splits=MappingProxyType({key: SplitSpec(split=value) for key, value in splits.items()}),
+        description=" ".join(str(definition.get("description", "")).split()),
+        citation=" ".join(str(definition.get("citation", "")).split()),
+        folders=_folders(definition["folders"], modalities, where),
+        checksums=definition.get("checksums"),
+    )
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def load_registry(text: str | None = None) -> Registry[DatasetSpec]:
@@ -242,13 +276,31 @@ def load_registry(text: str | None = None) -> Registry[DatasetSpec]:
     if text is None:
         text = resources.files(__package__).joinpath("registry.yaml").read_text(encoding="utf-8")
     data = yaml.safe_load(text)
-    if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
-        raise DatasetError("registry.yaml must hold 'datasets:' followed by a list of dataset entries")
+    try:
+        validate(data, "registry", "registry.yaml")
+    except SchemaError as exc:
+        raise DatasetError(str(exc)) from None
     registry: Registry[DatasetSpec] = Registry("dataset")
-    for number, item in enumerate(data["datasets"], start=1):
-        spec = _spec_from_yaml(item, f"registry.yaml dataset #{number}")
+    for item in data["datasets"]:
+        spec = _spec_from_yaml(item)
         try:
             registry.add(spec.name, spec)
         except ValueError as exc:
             raise DatasetError(f"registry.yaml: {exc}") from None
     return registry
+
+
+def with_local(
+    registry: Registry[DatasetSpec], definitions: Mapping[str, Any] | None, source: str = "config"
+) -> Registry[DatasetSpec]:
+    """``registry`` plus the datasets defined in a config's ``local_datasets`` (a new registry)."""
+    combined: Registry[DatasetSpec] = Registry("dataset")
+    for name in registry:
+        combined.add(name, registry.get(name))
+    for name, definition in (definitions or {}).items():
+        if name in registry:
+            raise DatasetError(
+                f"{source}: local_datasets.{name} has the name of a registered dataset; choose another name"
+            )
+        combined.add(name, local_spec(name, definition, source))
+    return combined
