@@ -24,6 +24,7 @@ from . import (  # noqa: E402,F401
     mfifgan,
     refusion,
     tardal,
+    u2fusion,
     ufgan,
 )
 
