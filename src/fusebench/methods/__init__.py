@@ -23,6 +23,7 @@ from . import (  # noqa: E402,F401
     mffgan,
     mfifgan,
     refusion,
+    sdnet,
     tardal,
     u2fusion,
     ufgan,
