@@ -9,13 +9,12 @@ SciPy's flattened YCbCr read (Pillow YCbCr -> RGB -> 'F'), ``(x - 127.5) / 127.5
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
+from official_outputs import fusebench_sources, official_rows
 from PIL import Image
 from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
@@ -49,22 +48,14 @@ SIZE = 32  # training patch side in the tests
 one_thread = torch_threads(1)
 
 
-def official_rows(shared: Path) -> list[dict[str, str]]:
-    with (shared / OFFICIAL / "outputs.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _cases() -> list[tuple[str, str, str]]:
-    if not (SHARED / OFFICIAL / "outputs.csv").is_file():
-        return [("IR_VIS", "TNO", "05")]  # the shared fixture skips without the bundle
-    return [(r["weights"], r["dataset"], r["pair"]) for r in official_rows(SHARED)]
+TASK = {"IR_VIS": "ivif", "Medical": "mif", "Multi_exposure": "mef", "Multi_focus": "mff"}
 
 
 @pytest.fixture(scope="module")
 def methods(shared: Path) -> dict[str, SDNet]:
     out = {}
     for name in CHECKPOINTS:
-        method = create("sdnet")
+        method = create("sdnet", task=TASK[name])
         assert isinstance(method, SDNet)
         method.load_official(shared / WEIGHTS / name)
         out[name] = method
@@ -76,15 +67,18 @@ def methods(shared: Path) -> dict[str, SDNet]:
     ("weights", "dataset", "pair"),
     [
         pytest.param(w, d, p, marks=() if (w, p) in FAST else pytest.mark.slow, id=f"{w}-{d}/{p}")
-        for w, d, p in _cases()
+        for w, d, p in [(r["weights"], r["dataset"], r["pair"]) for r in official_rows("sdnet")]
+        or [("IR_VIS", "TNO", "05")]
     ],
 )
 def test_fuse_official_reproduces_official_output(
     shared: Path, methods: dict[str, SDNet], weights: str, dataset: str, pair: str
 ) -> None:
-    (row,) = [r for r in official_rows(shared) if (r["weights"], r["dataset"], r["pair"]) == (weights, dataset, pair)]
+    """Sources in fusebench's (a, b) order (mri first for MIF: the Medical model then feeds b to its ir branch)."""
+    rows = official_rows("sdnet", shared)
+    (row,) = [r for r in rows if (r["weights"], r["dataset"], r["pair"]) == (weights, dataset, pair)]
     method = methods[weights]
-    path_a, path_b = shared / "datasets" / row["source_a"], shared / "datasets" / row["source_b"]
+    path_a, path_b = fusebench_sources(shared, row)
     if row["raw_npy"]:  # the network itself, before the stretch (0..255 scale)
         raw = method.fuse_raw(scipy_imread_gray(path_a), scipy_imread_gray(path_b))
         assert np.abs(raw - np.load(shared / OFFICIAL / row["raw_npy"])).max() < 1e-3
@@ -98,20 +92,21 @@ def test_fuse_official_reproduces_official_output(
 
 
 def test_every_weights_file_has_official_outputs(shared: Path) -> None:
-    assert sorted({r["weights"] for r in official_rows(shared)}) == sorted(CHECKPOINTS)
+    assert sorted({r["weights"] for r in official_rows("sdnet", shared)}) == sorted(CHECKPOINTS)
 
 
 def test_fuse_on_the_unified_gray_protocol(shared: Path, methods: dict[str, SDNet]) -> None:
     """``fuse`` on gray [0, 1] returns the official stretched image on [0, 1]; ``output: clip`` the raw output."""
     src = shared / "datasets" / "Harvard-MRI-CT" / "test"
-    a, b = (scipy_imread_gray(src / s / "16009.png") for s in ("ct", "mri"))
+    a, b = (scipy_imread_gray(src / s / "16009.png") for s in ("mri", "ct"))
     fused = methods["Medical"].fuse(a / np.float32(255), b / np.float32(255))
     assert fused.dtype == np.float32 and fused.min() == 0.0 and fused.max() == 1.0
     with Image.open(shared / OFFICIAL / "Medical" / "Harvard-MRI-CT" / "16009.png") as img:
         expected = np.asarray(img, dtype=np.int16)
     assert np.abs(np.round(fused * 255).astype(np.int16) - expected).max() <= 1
-    clip = create("sdnet", output="clip")
-    clip.load_official(shared / WEIGHTS / "Medical")  # type: ignore[attr-defined]
+    clip = create("sdnet", task="mif", output="clip")
+    assert isinstance(clip, SDNet)
+    clip.net, clip.device = methods["Medical"].net, methods["Medical"].device
     raw = methods["Medical"].fuse_raw(a, b)
     assert np.allclose(clip.fuse(a / np.float32(255), b / np.float32(255)), np.clip(raw / 255, 0, 1), atol=1e-6)
 
@@ -125,6 +120,9 @@ def test_registration_and_options() -> None:
     assert parameter_count(SDNetNet()) == NET_PARAMETERS
     with pytest.raises(ValueError, match="output"):
         SDNet(output="bogus")
+    assert SDNet(task="mif").input_order == "ba" and SDNet(task="ivif").input_order == "ab"
+    with pytest.raises(ValueError, match="input_order"):
+        SDNet(input_order="bogus")
 
 
 @pytest.mark.parametrize("weights", CHECKPOINTS)
@@ -169,6 +167,7 @@ def test_task_loss_weights_and_terms() -> None:
     assert LOSS_WEIGHTS == {"ivif": (0.5, 80.0), "mif": (0.5, 10.0), "mef": (1.0, 50.0), "mff": (1.0, 3.0)}
     trainer = create("sdnet", task="mff").trainer("cpu", seed=0)  # type: ignore[attr-defined]
     assert isinstance(trainer, SDNetTrainer) and (trainer.b_weight, trainer.grad_weight) == (1.0, 3.0)
+    assert not trainer.swap and create("sdnet", task="mif").trainer("cpu").swap  # type: ignore[attr-defined]
     ir, vi = torch.rand(2, 1, 16, 16) * 2 - 1, torch.rand(2, 1, 16, 16) * 2 - 1
     terms = squeeze_decomposition_loss(trainer.net, ir, vi, 0.5, 80.0, 2.0)
     expected = terms["intensity"] + 80 * terms["gradient"] + 2 * terms["decomposition"]

@@ -10,13 +10,12 @@ divided by the image maximum with round-half-up.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
+from official_outputs import fusebench_sources, official_rows
 from PIL import Image
 from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
@@ -44,31 +43,10 @@ from fusebench.training import FINAL
 
 OFFICIAL = Path("reference") / "official-outputs" / "u2fusion"
 WEIGHTS = Path("weights") / "official" / "u2fusion-tf"
-TASK = {
-    "TNO": "ivif",
-    "MSRS": "ivif",
-    "RoadScene": "ivif",
-    "Harvard-MRI-CT": "mif",
-    "Harvard-MRI-PET": "mif",
-    "MFIFB": "mff",
-    "MEFB": "mef",
-}
 FAST = {"25015", "16009", "05"}  # small images (256x256, 280x280); the others run with -m slow
 SIZE = 24  # training patch side in the tests
 
 one_thread = torch_threads(1)
-
-
-def official_rows(shared: Path) -> list[dict[str, str]]:
-    with (shared / OFFICIAL / "outputs.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _rows_for_parametrize() -> list[tuple[str, str]]:
-    path = SHARED / OFFICIAL / "outputs.csv"
-    if not path.is_file():
-        return [("TNO", "05")]  # the shared fixture skips without the bundle
-    return [(r["dataset"], r["pair"]) for r in official_rows(SHARED)]
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +62,13 @@ def official(shared: Path) -> U2Fusion:
     ("dataset", "pair"),
     [
         pytest.param(d, p, marks=() if p in FAST else pytest.mark.slow, id=f"{d}/{p}")
-        for d, p in _rows_for_parametrize()
+        for d, p in [(r["dataset"], r["pair"]) for r in official_rows("u2fusion")] or [("TNO", "05")]
     ],
 )
 def test_fuse_official_reproduces_official_output(shared: Path, official: U2Fusion, dataset: str, pair: str) -> None:
-    (row,) = [r for r in official_rows(shared) if (r["dataset"], r["pair"]) == (dataset, pair)]
-    official.task = TASK[dataset]
-    got = official.fuse_official(shared / "datasets" / row["source_a"], shared / "datasets" / row["source_b"])
+    """Sources in fusebench's (a, b) order (mri first for MIF); the method feeds b as SOURCE1 in every task."""
+    (row,) = [r for r in official_rows("u2fusion", shared) if (r["dataset"], r["pair"]) == (dataset, pair)]
+    got = official.fuse_official(*fusebench_sources(shared, row))
     with Image.open(shared / OFFICIAL / row["output"]) as img:
         expected = np.asarray(img)
     assert got.dtype == np.uint8 and got.shape == expected.shape
@@ -102,45 +80,38 @@ def test_fuse_official_reproduces_official_output(shared: Path, official: U2Fusi
 
 def test_network_matches_official_raw_output(shared: Path, official: U2Fusion) -> None:
     """The float image the official script hands to its save function (colour restored), at float tolerance."""
-    (row,) = [r for r in official_rows(shared) if r["raw_npy"]]
-    a = scipy_imread(shared / "datasets" / row["source_a"]) / 255.0  # PET, colour
-    b = scipy_imread(shared / "datasets" / row["source_b"]) / 255.0  # MRI, grey
-    y, cb, cr = rgb2ycbcr(a)
-    official.task = "mif"  # SOURCE1 = PET = a
-    f = official.fuse_raw(y.astype(np.float32), b.astype(np.float32))
+    (row,) = [r for r in official_rows("u2fusion", shared) if r["raw_npy"]]
+    path_mri, path_pet = fusebench_sources(shared, row)
+    mri = scipy_imread(path_mri) / 255.0  # grey
+    y, cb, cr = rgb2ycbcr(scipy_imread(path_pet) / 255.0)  # colour
+    f = official.fuse_raw(mri.astype(np.float32), y.astype(np.float32))  # b = PET -> SOURCE1
     expected = np.load(shared / OFFICIAL / row["raw_npy"])
     assert np.abs(ycbcr2rgb(f, cb, cr) - expected).max() < 1e-5
 
 
 def test_fuse_on_the_unified_gray_protocol(shared: Path, official: U2Fusion) -> None:
     """``fuse`` on gray [0, 1] gives the official grey output divided by its maximum (MRI-CT: both sources grey)."""
-    official.task = "mif"
     src = shared / "datasets" / "Harvard-MRI-CT" / "test"
-    a, b = (scipy_imread(src / s / "16009.png").astype(np.float32) / 255 for s in ("ct", "mri"))
+    a, b = (scipy_imread(src / s / "16009.png").astype(np.float32) / 255 for s in ("mri", "ct"))
     fused = official.fuse(a, b)
     assert fused.dtype == np.float32 and fused.shape == a.shape and fused.max() == 1.0 and fused.min() >= 0
     with Image.open(shared / OFFICIAL / "model" / "Harvard-MRI-CT" / "16009.png") as img:
         expected = np.asarray(img, dtype=np.int16)
     assert np.abs(np.round(fused * 255).astype(np.int16) - expected).max() <= 1
     clip = create("u2fusion", task="mif", output="clip")
-    clip.load_official(shared / WEIGHTS)  # type: ignore[attr-defined]
-    assert np.abs(clip.fuse(a, b) * fused.max() - official.fuse_raw(a, b)).max() < 1e-6
+    assert isinstance(clip, U2Fusion)
+    clip.net, clip.device = official.net, official.device
+    raw = official.fuse_raw(a, b)
+    assert np.array_equal(clip.fuse(a, b), raw) and np.allclose(fused, raw / raw.max(), atol=1e-7)
 
 
-def test_input_order_follows_the_task(shared: Path, official: U2Fusion) -> None:
+def test_input_order(shared: Path, official: U2Fusion) -> None:
     x = np.random.default_rng(0).random((20, 24), dtype=np.float32)
     y = np.random.default_rng(1).random((20, 24), dtype=np.float32)
-    official.task = "ivif"  # SOURCE1 = vi = b
-    ivif = official.fuse_raw(x, y)
-    official.task = "mif"  # SOURCE1 = a
-    mif = official.fuse_raw(x, y)
-    assert np.array_equal(ivif, official.fuse_raw(y, x)) and not np.array_equal(ivif, mif)
-    ba = create("u2fusion", input_order="ba")
-    ba.load_official(shared / WEIGHTS)  # type: ignore[attr-defined]
-    assert np.array_equal(ba.fuse_raw(x, y), ivif)  # type: ignore[attr-defined]
-    official.task = None
-    with pytest.raises(ValueError, match="input_order"):
-        official.fuse_raw(x, y)
+    ab = create("u2fusion", input_order="ab")
+    ab.load_official(shared / WEIGHTS)  # type: ignore[attr-defined]
+    assert np.array_equal(ab.fuse_raw(y, x), official.fuse_raw(x, y))  # type: ignore[attr-defined]
+    assert not np.array_equal(official.fuse_raw(y, x), official.fuse_raw(x, y))
 
 
 def test_official_save_helpers() -> None:

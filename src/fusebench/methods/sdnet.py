@@ -7,13 +7,16 @@ its checkpoint). The network is the same in all four; the loss weights and patch
 docs/methods/sdnet.md for the recipe, its sources and the deviations.
 
 Network (:class:`SDNetNet`, 67,091 parameters; every conv stride 1, zero "SAME" padding, bias; LeakyReLU(0.2) =
-``max(x, 0.2 x)``; no normalisation). Source a feeds the ``*_ir`` branch, b the ``*_vi`` branch:
+``max(x, 0.2 x)``; no normalisation), two branches ``*_ir`` and ``*_vi``:
 
 * squeeze (fusion) part, per branch: ``c1 = conv5x5(x) 1 -> 16``, ``c2 = conv3x3(c1) 16 -> 16``,
   ``c3 = conv3x3([c1, c2]) 32 -> 16``, ``c4 = conv3x3([c1, c2, c3]) 48 -> 16``; fused
   ``F = tanh(conv1x1[layer5_fuse]([c1_ir, c1_vi, c2_ir, c2_vi, c3_ir, c3_vi, c4_ir, c4_vi]) 128 -> 1)``;
 * decomposition part (training only): ``d = lrelu(conv1x1[layer6_sept](F) 1 -> 128)``, per branch
   ``tanh(conv3x3(lrelu(conv3x3(lrelu(conv3x3(d) 128 -> 16)) 16 -> 4)) 4 -> 1)``: the two sources rebuilt from F.
+
+The official scripts feed ir / CT-PET ("Function") / under-exposed / near to the ``*_ir`` branch: fusebench's
+source a, except for MIF, whose datasets list ``mri`` first (option ``input_order``).
 
 Images are on [-1, 1] inside the network (``(x - 127.5) / 127.5`` of 0..255 data). The official test script saves
 ``out * 127.5 + 127.5`` with ``scipy.misc.imsave``, which min-max stretches each image (``output="stretch"``).
@@ -65,6 +68,7 @@ LAYERS: tuple[tuple[str, int, int, int], ...] = tuple(
         for side in ("ir", "vi")
     ),
 )
+ORDERS = ("ab", "ba")
 #: per task: (intensity weight of source b, gradient weight) of each folder's model.py; source a's intensity
 #: weight and the decomposition weight are 1 everywhere
 LOSS_WEIGHTS: Mapping[str, tuple[float, float]] = {
@@ -137,8 +141,14 @@ def scipy_imread_gray(path: str | Path) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- method
 @METHODS.register("sdnet")
 class SDNet(LearnedMethod):
-    """Options: ``output`` ("stretch", default = the official save: per-image min-max stretch | "clip": the
-    network output ``out * 127.5 + 127.5`` clipped to 0..255). Weights: one official checkpoint per task."""
+    """Options:
+
+    * ``output`` ("stretch", default = the official save: per-image min-max stretch | "clip": the network
+      output ``out * 127.5 + 127.5`` clipped to 0..255);
+    * ``input_order`` ("ab" | "ba": which source feeds the ``*_ir`` branch; default "ba" for ``task="mif"``,
+      whose datasets list ``mri`` first while the official Medical script feeds CT/PET there, else "ab").
+
+    Weights: one official checkpoint per task."""
 
     name: ClassVar[str] = "sdnet"
     tasks: ClassVar[tuple[str, ...]] = ("ivif", "mif", "mff", "mef")
@@ -161,12 +171,15 @@ class SDNet(LearnedMethod):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.output = choice(self.name, "output", self.options.get("output", "stretch"), OUTPUTS)
+        default_order = "ba" if self.task == "mif" else "ab"
+        self.input_order = choice(self.name, "input_order", self.options.get("input_order", default_order), ORDERS)
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> SDNetTrainer:
         b_weight, grad_weight = LOSS_WEIGHTS.get(self.task or "ivif", LOSS_WEIGHTS["ivif"])
         train_options.setdefault("b_weight", b_weight)
         train_options.setdefault("grad_weight", grad_weight)
+        train_options.setdefault("swap", self.input_order == "ba")
         return SDNetTrainer(device, **train_options)
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
@@ -180,8 +193,8 @@ class SDNet(LearnedMethod):
 
     # -- fusion
     def fuse_raw(self, a255: np.ndarray, b255: np.ndarray) -> np.ndarray:
-        """``out * 127.5 + 127.5`` for two HxW sources on the 0..255 scale (a -> ir branch, b -> vi branch):
-        what the official script hands to its save function (the official ``<pair>.npy``)."""
+        """``out * 127.5 + 127.5`` for two HxW sources on the 0..255 scale, fed in ``input_order``: what the
+        official script hands to its save function (the official ``<pair>.npy``)."""
         net = self._require(self.net)
         a255, b255 = np.asarray(a255, np.float32), np.asarray(b255, np.float32)
         if a255.shape != b255.shape or a255.ndim != 2:
@@ -190,8 +203,9 @@ class SDNet(LearnedMethod):
         def prep(x: np.ndarray) -> torch.Tensor:
             return self.to_tensor((x - np.float32(127.5)) / np.float32(127.5))
 
+        ir, vi = (a255, b255) if self.input_order == "ab" else (b255, a255)
         with torch.inference_mode():
-            out = net.squeeze(prep(a255), prep(b255))
+            out = net.squeeze(prep(ir), prep(vi))
         return to_image(out) * np.float32(127.5) + np.float32(127.5)
 
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -201,7 +215,7 @@ class SDNet(LearnedMethod):
         return np.clip(r / np.float32(255), 0.0, 1.0).astype(np.float32)
 
     def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
-        """test.py end to end: SciPy's flattened YCbCr read of each file, a -> ir branch, per-image min-max
+        """test.py end to end: SciPy's flattened YCbCr read of each file, ``input_order``, per-image min-max
         stretch with round-half-up; the uint8 HxW image the script saves."""
         a, b = scipy_imread_gray(path_a), scipy_imread_gray(path_b)
         if a.shape != b.shape:
@@ -249,10 +263,11 @@ def squeeze_decomposition_loss(
 
 
 class SDNetTrainer(Trainer):
-    """Adam on :func:`squeeze_decomposition_loss`; batches (a, b) on [0, 1] are mapped to [-1, 1], a -> ir.
+    """Adam on :func:`squeeze_decomposition_loss`; batches (a, b) on [0, 1] are mapped to [-1, 1].
 
-    Options: ``lr`` (1e-4), ``b_weight`` and ``grad_weight`` (per task, :data:`LOSS_WEIGHTS`; the method's
-    ``trainer`` fills them in from its task), ``sept_weight`` (1), ``seed``."""
+    Options: ``lr`` (1e-4), ``b_weight`` and ``grad_weight`` (per task, :data:`LOSS_WEIGHTS`; the intensity
+    weight of the ``*_vi`` input and the gradient weight), ``sept_weight`` (1), ``swap`` (feed b to the ``*_ir``
+    branch; the method's ``trainer`` fills these in from its task and ``input_order``), ``seed``."""
 
     def __init__(
         self,
@@ -261,11 +276,13 @@ class SDNetTrainer(Trainer):
         b_weight: float = LOSS_WEIGHTS["ivif"][0],
         grad_weight: float = LOSS_WEIGHTS["ivif"][1],
         sept_weight: float = 1.0,
+        swap: bool = False,
         seed: int | None = None,
         **other: Any,
     ) -> None:
         super().__init__(device)
         check_options("sdnet", other)
+        self.swap = bool(swap)
         self.b_weight, self.grad_weight, self.sept_weight = float(b_weight), float(grad_weight), float(sept_weight)
         self.net = seeded(seed, SDNetNet).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(lr))
@@ -281,6 +298,8 @@ class SDNetTrainer(Trainer):
         if batch.ndim != 4 or batch.shape[1] != 2:
             raise ValueError(f"sdnet trainer: expected a Bx2xHxW batch, got {tuple(batch.shape)}")
         x = batch.to(self.device, torch.float32) * 2 - 1
+        if self.swap:
+            x = x.flip(1)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         terms = squeeze_decomposition_loss(

@@ -39,7 +39,6 @@ from .base import METHODS, LearnedMethod, choice, load_state, to_image
 __all__ = [
     "C_BY_TASK",
     "NET_PARAMETERS",
-    "SOURCE1_IS_B",
     "U2Fusion",
     "U2FusionNet",
     "U2FusionTrainer",
@@ -67,14 +66,11 @@ LAYERS: tuple[tuple[str, str, int, int], ...] = (
     ("conv2_3", "Generator_1/decoder", 64, 32),
     ("conv2_4", "Generator_1/decoder", 32, 1),
 )
-#: whether the official SOURCE1 (``path1``) is fusebench's source b, per task (test_main.py's presets:
-#: vis/ir, pet/mri, oe/ue, far/near; the README of reference/official-outputs/u2fusion gives the mapping)
-SOURCE1_IS_B: Mapping[str, bool] = {"ivif": True, "mif": False, "mef": True, "mff": True}
 #: the information-measure constant c of main.py per task (vis-ir 3200, oe-ue 3500, far-near 100); the
 #: released code trains no medical task: mif uses the multi-modal (vis-ir) value (ours)
 C_BY_TASK: Mapping[str, float] = {"ivif": 3200.0, "mif": 3200.0, "mef": 3500.0, "mff": 100.0}
 OUTPUTS = ("max", "clip")
-ORDERS = ("task", "ab", "ba")
+ORDERS = ("ba", "ab")
 VGG_INPUTS = ("caffe", "torchvision")
 #: the official grad kernel of model.py (features_grad), zero ("SAME") padding
 _FEATURE_GRAD = ((1 / 8, 1 / 8, 1 / 8), (1 / 8, -1.0, 1 / 8), (1 / 8, 1 / 8, 1 / 8))
@@ -188,8 +184,9 @@ class U2Fusion(LearnedMethod):
 
     * ``output`` ("max", default = the official save: divide by the image's maximum | "clip": the network's
       [0, 1] output as it is);
-    * ``input_order`` ("task", default: the official SOURCE1/SOURCE2 assignment of the fused task,
-      :data:`SOURCE1_IS_B` | "ab": a -> SOURCE1 | "ba": b -> SOURCE1).
+    * ``input_order`` ("ba", default: b -> SOURCE1, a -> SOURCE2 | "ab"). test_main.py's presets feed SOURCE1 =
+      vi, PET/CT, over-exposed, far and SOURCE2 = ir, MRI, under-exposed, near: source b of fusebench's
+      datasets in every task (ir,vi; mri,ct|pet|spect; a,b with a the darker / near image).
     """
 
     name: ClassVar[str] = "u2fusion"
@@ -217,7 +214,7 @@ class U2Fusion(LearnedMethod):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.output = choice(self.name, "output", self.options.get("output", "max"), OUTPUTS)
-        self.input_order = choice(self.name, "input_order", self.options.get("input_order", "task"), ORDERS)
+        self.input_order = choice(self.name, "input_order", self.options.get("input_order", "ba"), ORDERS)
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> U2FusionTrainer:
@@ -234,16 +231,6 @@ class U2Fusion(LearnedMethod):
         self._set_net(load_tf_net(weights), device, Path(weights))
 
     # -- fusion
-    def _b_first(self) -> bool:
-        if self.input_order != "task":
-            return self.input_order == "ba"
-        if self.task not in SOURCE1_IS_B:
-            raise ValueError(
-                f"u2fusion: input_order 'task' needs the task (one of {', '.join(SOURCE1_IS_B)}), got "
-                f"{self.task!r}; pass task=... or set input_order to 'ab' or 'ba'"
-            )
-        return SOURCE1_IS_B[self.task]
-
     def fuse_raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The network's output (HxW float32 on [0, 1]) for two HxW sources on [0, 1], in the configured order."""
         net = self._require(self.net)
@@ -252,7 +239,7 @@ class U2Fusion(LearnedMethod):
             raise ValueError(f"u2fusion: expected two HxW images of one size, got {a.shape}, {b.shape}")
         if min(a.shape) < 2:
             raise ValueError(f"u2fusion: images must be at least 2x2 (reflection padding), got {a.shape}")
-        s1, s2 = (b, a) if self._b_first() else (a, b)
+        s1, s2 = (b, a) if self.input_order == "ba" else (a, b)
         with torch.inference_mode():
             return to_image(net(self.to_tensor(s1), self.to_tensor(s2)))
 
