@@ -55,14 +55,24 @@ def test_a_class_without_entry_or_with_its_own_identity_is_refused() -> None:
         registry.register("average")(type("Average3", (Average,), {"tasks": ("ivif",)}))
 
 
-def test_every_trainer_option_is_declared_with_the_recipe_value() -> None:
+def required_files(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """Trainer options that name a file the recipe cannot default (random weights stand in)."""
+    from fusebench.methods.u2fusion import VGG16Features
+
+    vgg = tmp_path / "vgg16.pth"
+    torch.save(VGG16Features().state_dict(), vgg)
+    return {"u2fusion": {"vgg_weights": str(vgg)}}
+
+
+def test_every_trainer_option_is_declared_with_the_recipe_value(tmp_path: Path) -> None:
     """The catalogue's recipe is the one source: each trainer accepts exactly the declared options, and the trainer's
     own keyword defaults, where it has them, are the recipe's values (the pipeline passes the recipe anyway)."""
     torch.set_num_threads(1)
     learned = [name for name in METHODS if METHODS.spec(name).learned]
     assert len(learned) >= 10
+    files = required_files(tmp_path)
     for name in learned:
-        recipe = METHODS.spec(name).training()
+        recipe = METHODS.spec(name).training({"options": files.get(name, {})})
         declared = METHODS.spec(name).recipe.options  # type: ignore[union-attr]
         trainer = create(name).trainer(
             "cpu", steps=recipe["steps"], patch_size=recipe["patch_size"], **recipe["options"]

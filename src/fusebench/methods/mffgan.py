@@ -172,25 +172,33 @@ def _tf_names(name: str) -> tuple[str, str]:
     return f"fusion_model/{name}/w{suffix}", f"fusion_model/{name}/b{suffix}"
 
 
-def from_tf_checkpoint(tensors: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Our generator state dict from the official TF variables (HWIO kernels -> OIHW)."""
+def from_tf_checkpoint(
+    tensors: Mapping[str, np.ndarray],
+    layers: tuple[tuple[str, int, int, int], ...] = GENERATOR_LAYERS,
+    method: str = "mffgan",
+) -> dict[str, torch.Tensor]:
+    """Our generator state dict from the official TF variables (HWIO kernels -> OIHW). ``layers``: (module name =
+    TF scope under ``fusion_model/``, kernel size, in, out) -- the naming of the Zhang/Ma TF1 family (MFF-GAN,
+    SDNet, PMGI), whose variables are ``fusion_model/<scope>/w<suffix>`` and ``.../b<suffix>``."""
     state = {}
-    for name, k, cin, cout in GENERATOR_LAYERS:
+    for name, k, cin, cout in layers:
         w_name, b_name = _tf_names(name)
         if w_name not in tensors or b_name not in tensors:
-            raise KeyError(f"mffgan: the checkpoint has no {w_name} / {b_name}")
+            raise KeyError(f"{method}: the checkpoint has no {w_name} / {b_name}")
         w = np.asarray(tensors[w_name], dtype=np.float32)
         if w.shape != (k, k, cin, cout):
-            raise ValueError(f"mffgan: {w_name} has shape {w.shape}, expected {(k, k, cin, cout)}")
+            raise ValueError(f"{method}: {w_name} has shape {w.shape}, expected {(k, k, cin, cout)}")
         state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
         state[f"{name}.bias"] = torch.from_numpy(np.asarray(tensors[b_name], dtype=np.float32).copy())
     return state
 
 
-def to_tf_names(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def to_tf_names(
+    state: Mapping[str, torch.Tensor], layers: tuple[tuple[str, int, int, int], ...] = GENERATOR_LAYERS
+) -> dict[str, np.ndarray]:
     """Inverse of :func:`from_tf_checkpoint` (for tests and export): TF names, HWIO kernels."""
     out = {}
-    for name, *_ in GENERATOR_LAYERS:
+    for name, *_ in layers:
         w_name, b_name = _tf_names(name)
         out[w_name] = state[f"{name}.weight"].detach().cpu().numpy().transpose(2, 3, 1, 0)
         out[b_name] = state[f"{name}.bias"].detach().cpu().numpy()
