@@ -51,8 +51,7 @@ def check_protocol(method: FusionMethod, protocol: str, official_weights: bool) 
         return
     if not has_official_procedure(method):
         raise ValueError(
-            f"{method.name} has no official test-time procedure in fusebench (no fuse_official); "
-            "use protocol fusebench"
+            f"{method.name} has no official test-time procedure in fusebench (no fuse_official); use protocol fusebench"
         )
     if not official_weights:
         raise ValueError(

@@ -70,7 +70,7 @@ def _rgb_int(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def opencv_gray(rgb: np.ndarray) -> np.ndarray:
-    """``cv2.cvtColor(bgr, COLOR_BGR2GRAY)`` for uint8: 15-bit weights, ``(3735 B + 19235 G + 9798 R + 16384) >> 15``."""
+    """``cv2.cvtColor(bgr, COLOR_BGR2GRAY)`` for uint8: ``(3735 B + 19235 G + 9798 R + 16384) >> 15``."""
     r, g, b = _rgb_int(rgb)
     return ((3735 * b + 19235 * g + 9798 * r + 16384) >> 15).astype(np.uint8)
 

@@ -468,7 +468,6 @@ class ReFusion(LearnedMethod):
             out = net(self.to_tensor(first, second))
         return to_image(out)
 
-
     def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
         """The authors' ``test.py`` end to end: the RGB image it writes for a pair with a colour source, else
         its grey image (see :meth:`official_outputs`)."""

@@ -271,7 +271,6 @@ class TarDAL(LearnedMethod):
             out = forward_with_bn_mode(net, self.to_tensor(a, b), self.bn_mode)
         return to_image(out)
 
-
     def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
         """The v0 ``fuse.py --color`` end to end (``a`` infrared, ``b`` visible): infrared read as grey, the
         visible image's grey from OpenCV's 15-bit ``BGR2GRAY`` of its colour decode, both ``u8 / 255``; the
