@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import pytest
 from conftest import SHARED
 from PIL import Image
 from typer.testing import CliRunner
+from workflow_helpers import REPO, small_config, write_config
 
 from fusebench.cli import app
 from fusebench.fuse import FUSION_JSON
@@ -285,3 +287,32 @@ def test_fusebench_protocol_writes_fusion_json(tmp_path: Path) -> None:
     record = json.loads((out / FUSION_JSON).read_text())
     assert record == {"method": "average", "options": {}, "task": "ivif", "protocol": "fusebench", "weights": []}
     assert np.asarray(Image.open(out / "p.png")).tolist() == np.full((8, 8), 120).tolist()
+
+
+# ------------------------------------------------------------------------------------------------ workflow
+def _snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_workflow_passes_each_entrys_protocol(tmp_path: Path, shared: Path) -> None:
+    """`protocol:` of a config entry reaches `fusebench fuse --protocol` (quoted), default fusebench; an entry
+    with protocol official but no official weights, or a method without the procedure, fails at `snakemake -n`."""
+    config = small_config(shared, datasets=["TNO"])
+    config["methods"] = {
+        "tardal-official": {"method": "tardal", "official": "tardal-v0", "protocol": "official"},
+        "average": {},
+    }
+    result = _snakemake("-n", "-p", "--configfile", str(write_config(tmp_path / "c.yaml", config)), cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    commands = [line for line in output.splitlines() if "fusebench fuse " in line]
+    assert any("tardal" in c and "--protocol official" in c for c in commands), commands
+    assert any("average" in c and "--protocol fusebench" in c for c in commands), commands
+    for entry, message in (
+        ({"method": "tardal", "protocol": "official"}, "'official' is a required property"),
+        ({"method": "average", "official": "tardal-v0", "protocol": "official"}, "no official test-time procedure"),
+    ):
+        config["methods"] = {"bad": entry}
+        result = _snakemake("-n", "--configfile", str(write_config(tmp_path / "bad.yaml", config)), cwd=tmp_path)
+        assert result.returncode != 0 and message in result.stdout + result.stderr, result.stderr[-2000:]

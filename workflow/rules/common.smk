@@ -118,6 +118,11 @@ for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):
     DATASETS.get(_dataset)  # unknown names fail here with the list of known datasets
 for _key in METHOD_KEYS:
     method_class(_key)
+    if method_entry(_key).get("protocol") == "official" and not hasattr(method_class(_key), "fuse_official"):
+        raise ValueError(
+            f"methods.{_key}: protocol official, but {method_class(_key).name} has no official test-time "
+            "procedure in fusebench; use protocol fusebench"
+        )
     for _name in {name for task in ("ivif", "mif", "mff", "mef") for name in official_weights(_key, task)}:
         if _name not in weights_registry():
             raise ValueError(
