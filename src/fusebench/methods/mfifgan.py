@@ -20,8 +20,9 @@ official ``*-G.ckpt`` state dict loads as it is): one shared encoder ``line1`` (
 applied to each source separately, the two 256-channel maps concatenated, and a decoder of two 4x4 stride-2
 transposed convs (512 -> 256 -> 128, BN, ReLU) and a 7x7 conv to one channel with a sigmoid: the focus map
 ``m`` (weight of source A). Sources are on [-1, 1]. The official generator takes RGB and averages the
-encoder features of the three colour channels; fusebench fuses gray (Y) images, which is the same computation
-on a gray image stored as RGB.
+encoder features of the three colour channels; :meth:`MFIFGAN.decision_map` works on gray (Y) images, which is
+the same computation on a gray image stored as RGB only; :meth:`MFIFGAN.fuse_official` (``protocol: official``)
+runs the official per-channel encoding and test script.
 
 Discriminator (:class:`MFIFGANDiscriminator`): the official 6-layer conv net on the concatenation
 ``[A, B, m]`` (3 channels here, 7 with RGB in the original), ending in a sigmoid, trained with WGAN-GP.
