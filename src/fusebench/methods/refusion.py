@@ -490,9 +490,7 @@ class ReFusion(LearnedMethod):
         elif gray_a or gray_b:
             crcb = (ycc_b if gray_a else ycc_a)[..., 1:]
         else:
-            half = np.float32(0.5)
-            w_a, w_b = np.abs(ycc_a[..., 1:] - half), np.abs(ycc_b[..., 1:] - half)
-            crcb = (ycc_a[..., 1:] * w_a + ycc_b[..., 1:] * w_b) / (w_a + w_b + np.float32(1e-4))
+            crcb = official_chroma(ycc_a[..., 1:], ycc_b[..., 1:])
         raw = self.fuse_raw(ycc_a[..., 0] / np.float32(255), ycc_b[..., 0] / np.float32(255))
         fused = minmax(raw) * np.float32(255)
         gray = official.imageio_as_uint8(fused)
@@ -500,6 +498,14 @@ class ReFusion(LearnedMethod):
             return gray, None
         rgb = official.opencv_float_ycrcb_to_rgb(np.concatenate([fused[..., None], crcb], axis=-1))
         return gray, official.imageio_as_uint8(np.clip(rgb, 0, 255))
+
+
+def official_chroma(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """The script's chroma rule for two colour sources (OpenCV float chroma, offset 0.5), float32:
+    ``(C1 |C1 - .5| + C2 |C2 - .5|) / (|C1 - .5| + |C2 - .5| + 1e-4)`` (0 where both are neutral)."""
+    half = np.float32(0.5)
+    w1, w2 = np.abs(c1 - half), np.abs(c2 - half)
+    return ((c1 * w1 + c2 * w2) / (w1 + w2 + np.float32(1e-4))).astype(np.float32)
 
 
 def minmax(raw: np.ndarray) -> np.ndarray:
