@@ -196,9 +196,9 @@ class DenseFuse(LearnedMethod):
         )
         return np.clip(raw / np.float32(SCALE), 0.0, 1.0).astype(np.float32)
 
-    def fuse_raw(self, a255: np.ndarray, b255: np.ndarray) -> np.ndarray:
+    def fuse_raw(self, a255: np.ndarray, b255: np.ndarray, strategy: str | None = None) -> np.ndarray:
         """The network on the 0..255 scale: HxW (gray model) or HxWx3 (rgb model) float32 in, raw decoder output
-        out in the same layout (>= 0, not clamped)."""
+        out in the same layout (>= 0, not clamped). ``strategy`` defaults to the configured one."""
         net = self._require(self.net)
         channels = net.conv1.conv2d.in_channels
         shape = a255.shape[:2] if channels == 1 else a255.shape[:2] + (channels,)
@@ -216,17 +216,18 @@ class DenseFuse(LearnedMethod):
 
         with torch.inference_mode():
             # Each source goes through the encoder on its own, as in the release (batch of one).
-            out = net.decode(fuse_features(net.encode(prep(a255)), net.encode(prep(b255)), self.strategy))
+            out = net.decode(fuse_features(net.encode(prep(a255)), net.encode(prep(b255)), strategy or self.strategy))
         return to_image(out) if channels == 1 else out[0].permute(1, 2, 0).float().cpu().numpy()
 
     def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
         """The release's ``test_image.run_demo``: sources read with ``scipy.misc.imread(mode="L")`` (gray model:
-        Pillow luma, colour dropped) or ``convert("RGB")`` (rgb model), on 0..255 with no normalisation, the
-        configured strategy (the release's own is addition), then ``clamp(0, 255)`` and **truncation** to uint8.
+        Pillow luma, colour dropped) or ``convert("RGB")`` (rgb model), on 0..255 with no normalisation, the mean
+        of the two encodings (the release's ``fusion()`` computes it whatever strategy is asked for, so the
+        ``strategy`` option does not apply here), then ``clamp(0, 255)`` and **truncation** to uint8.
         Returns HxW (gray model) or HxWx3 (rgb model)."""
         rgb = self._require(self.net).conv1.conv2d.in_channels == 3
         read = official.pil_rgb if rgb else official.pil_gray
-        raw = self.fuse_raw(read(path_a).astype(np.float32), read(path_b).astype(np.float32))
+        raw = self.fuse_raw(read(path_a).astype(np.float32), read(path_b).astype(np.float32), "addition")
         return np.clip(raw, 0.0, 255.0).astype(np.uint8)
 
 
