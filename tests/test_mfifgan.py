@@ -137,7 +137,7 @@ def _official_solver_test(g: MFIFGANGenerator, rgb_a: np.ndarray, rgb_b: np.ndar
     if m.shape[-2:] != (h, w):
         pil = Image.fromarray(m[0, 0].mul(255).byte().numpy())
         top, left = int(round((pil.height - h) / 2.0)), int(round((pil.width - w) / 2.0))
-        m = torch.from_numpy(np.asarray(pil.crop((left, top, left + w, top + h)))).float().div(255)[None, None]
+        m = torch.from_numpy(np.array(pil.crop((left, top, left + w, top + h)))).float().div(255)[None, None]
     ar = m.numpy() > 0.5
     size = 0.001 * h * w
     fm = torch.from_numpy((1 - remove_small_objects(~remove_small_objects(ar, size), size)).astype(np.float64))
@@ -148,6 +148,7 @@ def _official_solver_test(g: MFIFGANGenerator, rgb_a: np.ndarray, rgb_b: np.ndar
     return fused[0].mul(255).add(0.5).clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
 
 
+@pytest.mark.filterwarnings("ignore:Parameter `min_size` is deprecated:FutureWarning")  # the official call
 @pytest.mark.parametrize(("grey", "size"), [(False, (30, 26)), (True, (28, 36))], ids=["colour-cropped", "grey"])
 def test_official_protocol_runs_the_encoder_per_colour_channel(
     tmp_path: Path, grey: bool, size: tuple[int, int]
