@@ -61,9 +61,13 @@ def test_official_state_dict_loads_without_key_map(shared: Path) -> None:
     net.load_state_dict(state, strict=True)
 
 
-def test_rgb_model_is_refused(shared: Path) -> None:
-    with pytest.raises(ValueError, match="3-channel"):
-        DenseFuse().load_official(shared / RGB_WEIGHTS)
+def test_rgb_model_runs_only_under_the_official_protocol(shared: Path) -> None:
+    """densefuse_rgb.model loads (it is offered by `fetch-weights list`); fusebench's gray rule refuses it with
+    a message that names the official protocol (its official parity is in test_official_protocol.py)."""
+    method = DenseFuse()
+    method.load_official(shared / RGB_WEIGHTS)
+    with pytest.raises(ValueError, match="protocol official"):
+        method.fuse(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32))
 
 
 def test_parity_with_official_outputs(shared: Path, official: DenseFuse) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
 from training_helpers import check_resume, check_untrained_errors, real_patches, recipe, torch_threads
 
 from fusebench.methods import METHODS, LearnedMethod, create
@@ -145,6 +146,48 @@ def test_fuse_pads_keeps_size_and_statistics() -> None:
     raw = FusionGAN(normalize="none")
     raw._set_net(from_tf_variables(synthetic_tf_variables(3)), "cpu", Path("synthetic"))
     assert 0.0 <= raw.fuse(a, a).min() and raw.fuse(a, a).max() <= 1.0
+
+
+def test_official_checkpoint_runs_with_fresh_batchnorm(tmp_path: Path) -> None:
+    """A TF-layout checkpoint file (trained-like gamma/beta): load_official keeps its kernels and biases but, as
+    the official test_one_image.py (fresh batch_norm layers: gamma 1, beta 0, statistics of the fused image),
+    not its gamma/beta; fuse_official is that graph on scipy's YCbCr-flatten luma plus scipy's min-max save."""
+    from test_tfcheckpoint import write_bundle
+
+    from fusebench.official import scipy_bytescale, scipy_luma
+
+    v = synthetic_tf_variables(5)
+    write_bundle(tmp_path / "CGAN.model-3", v)
+    method = FusionGAN(bn_mode="eval")  # the official procedure ignores it
+    method.load_official(tmp_path / "CGAN.model-3.index")
+    assert method.net is not None
+    state = method.net.state_dict()
+    for i in range(1, 5):
+        assert torch.equal(state[f"layer{i}.bn.weight"], torch.ones(GENERATOR_LAYERS[i - 1][2]))
+        assert torch.equal(state[f"layer{i}.bn.bias"], torch.zeros(GENERATOR_LAYERS[i - 1][2]))
+        assert torch.equal(
+            state[f"layer{i}.conv.weight"], torch.from_numpy(v[f"fusion_model/layer{i}/w{i}"].transpose(3, 2, 0, 1))
+        )
+    rng = np.random.default_rng(6)
+    paths = []
+    for name, channels in (("ir", 1), ("vi", 3)):
+        pixels = rng.integers(0, 256, (21, 17, channels) if channels == 3 else (21, 17), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{name}.png")
+        paths.append(tmp_path / f"{name}.png")
+    fresh = {
+        k: np.ones_like(a) if k.endswith("gamma") else np.zeros_like(a) if k.endswith("beta") else a
+        for k, a in v.items()
+    }
+    x = (np.stack([scipy_luma(p) for p in paths], axis=-1).astype(np.float64) - 127.5) / 127.5
+    expected = scipy_bytescale(
+        generator_nhwc(np.pad(x, ((6, 6), (6, 6), (0, 0)), mode="edge"), fresh, True) * 127.5 + 127.5
+    )
+    ours = method.fuse_official(*paths)
+    assert ours.dtype == np.uint8 and ours.shape == (21, 17)
+    assert np.abs(ours.astype(np.int16) - expected).max() <= 1
+    # with the trained gamma/beta (what the converter used to load) the image would be a different one
+    trained = scipy_bytescale(generator_nhwc(np.pad(x, ((6, 6), (6, 6), (0, 0)), mode="edge"), v, True) * 127.5 + 127.5)
+    assert np.abs(trained.astype(np.int16) - expected).max() > 10
 
 
 def test_options_are_validated(tmp_path: Path) -> None:

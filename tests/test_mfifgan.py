@@ -119,6 +119,64 @@ def test_load_official_layout_state_dict(tmp_path: Path) -> None:
         create("mfifgan").load_official(tmp_path / "bad.ckpt")  # type: ignore[attr-defined]
 
 
+def _official_solver_test(g: MFIFGANGenerator, rgb_a: np.ndarray, rgb_b: np.ndarray, grey: bool) -> np.ndarray:
+    """Solver.test written out literally: the official Generator.forward (torch.chunk per colour channel),
+    to_same_size through an 8-bit PIL image, CNN_post_process with skimage, save_image / the grayscale branch."""
+    from PIL import Image
+    from skimage.morphology import remove_small_objects
+
+    def load(rgb: np.ndarray) -> torch.Tensor:
+        return ((torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 - 0.5) / 0.5)[None]
+
+    a, b = load(rgb_a), load(rgb_b)
+    with torch.no_grad():
+        fa = [g.line1(x) for x in torch.chunk(a, 3, dim=1)]
+        fb = [g.line1(x) for x in torch.chunk(b, 3, dim=1)]
+        m = g.decode(torch.cat([(fa[0] + fa[1] + fa[2]) / 3, (fb[0] + fb[1] + fb[2]) / 3], dim=1))
+    h, w = rgb_a.shape[:2]
+    if m.shape[-2:] != (h, w):
+        pil = Image.fromarray(m[0, 0].mul(255).byte().numpy())
+        top, left = int(round((pil.height - h) / 2.0)), int(round((pil.width - w) / 2.0))
+        m = torch.from_numpy(np.array(pil.crop((left, top, left + w, top + h)))).float().div(255)[None, None]
+    ar = m.numpy() > 0.5
+    size = 0.001 * h * w
+    fm = torch.from_numpy((1 - remove_small_objects(~remove_small_objects(ar, size), size)).astype(np.float64))
+    fused = ((a * fm.float() + b * (1 - fm.float())) + 1) / 2
+    fused = fused.clamp(0, 1)
+    if grey:
+        return (fused[0, 0] * 255).numpy().astype("uint8")
+    return fused[0].mul(255).add(0.5).clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+@pytest.mark.filterwarnings("ignore:Parameter `min_size` is deprecated:FutureWarning")  # the official call
+@pytest.mark.parametrize(("grey", "size"), [(False, (30, 26)), (True, (28, 36))], ids=["colour-cropped", "grey"])
+def test_official_protocol_runs_the_encoder_per_colour_channel(
+    tmp_path: Path, grey: bool, size: tuple[int, int]
+) -> None:
+    """fuse_official on files = the official test written out literally: encoder on R, G, B separately with the
+    encodings averaged (not once on Y), the 8-bit crop of to_same_size, post-processing, the official savers."""
+    from PIL import Image
+
+    torch.manual_seed(1)
+    g = MFIFGANGenerator().eval()
+    torch.save(g.state_dict(), tmp_path / "110000-G.ckpt")
+    method = create("mfifgan")
+    method.load_official(tmp_path / "110000-G.ckpt")  # type: ignore[attr-defined]
+    rng = np.random.default_rng(2)
+    rgbs = []
+    for name in ("a", "b"):
+        rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        if grey:
+            rgb[..., 1] = rgb[..., 2] = rgb[..., 0]
+        Image.fromarray(rgb[..., 0] if grey else rgb).save(tmp_path / f"{name}.png")
+        rgbs.append(rgb)
+    ours = method.fuse_official(tmp_path / "a.png", tmp_path / "b.png")  # type: ignore[attr-defined]
+    expected = _official_solver_test(g, *rgbs, grey=grey)
+    assert ours.dtype == np.uint8 and ours.shape == expected.shape == (size if grey else (*size, 3))
+    assert np.abs(ours.astype(np.int16) - expected).max() <= 1
+    assert (ours == expected).mean() > 0.999
+
+
 def test_center_crop_matches_torchvision_rounding() -> None:
     t = torch.arange(36.0).view(1, 1, 6, 6)
     assert center_crop(t, 5, 5)[0, 0, 0, 0] == 0  # round(0.5) = 0 (banker's rounding, as torchvision)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
+from fusebench import official
 from fusebench.color import luminance
 from fusebench.imageio import read_image
 from fusebench.methods import METHODS, LearnedMethod, create
@@ -29,6 +30,7 @@ from fusebench.methods.refusion import (
     from_official_state_dict,
     fusion_loss,
     minmax,
+    official_chroma,
     parameter_count,
     reconstruction_loss,
     sobel_gradient,
@@ -69,74 +71,26 @@ F32 = np.float32
 one_thread = torch_threads(1)
 
 
-# ------------------------------------------------------------------ the official procedure, in NumPy
-def read_rgb(path: Path) -> np.ndarray:
-    """cv2.imread(IMREAD_COLOR) + BGR2RGB + float32: 8-bit, 3 channels (grey replicated), alpha dropped."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB")).astype(np.float32)
-
-
-def rgb_to_ycrcb(rgb: np.ndarray) -> np.ndarray:
-    """OpenCV's float COLOR_RGB2YCrCb on 0..255 data: the chroma offset is 0.5 (float convention)."""
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = r * F32(0.299) + g * F32(0.587) + b * F32(0.114)
-    cr = (r - y) * F32(0.713) + F32(0.5)
-    cb = (b - y) * F32(0.564) + F32(0.5)
-    return np.stack([y, cr, cb], axis=-1).astype(np.float32)
-
-
-def ycrcb_to_rgb(ycc: np.ndarray) -> np.ndarray:
-    """OpenCV's float COLOR_YCrCb2RGB with the same 0.5 offset."""
-    y, cr, cb = ycc[..., 0], ycc[..., 1] - F32(0.5), ycc[..., 2] - F32(0.5)
-    r = y + cr * F32(1.403)
-    g = y + cr * F32(-0.714) + cb * F32(-0.344)
-    b = y + cb * F32(1.773)
-    return np.stack([r, g, b], axis=-1).astype(np.float32)
-
-
-def fuse_crcb(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
-    """The script's chroma rule, 1e-4 term included (float32)."""
-    w1, w2 = np.abs(c1 - F32(0.5)), np.abs(c2 - F32(0.5))
-    return ((c1 * w1 + c2 * w2) / (w1 + w2 + F32(1e-4))).astype(np.float32)
-
-
-def is_gray(rgb: np.ndarray) -> bool:
-    return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
-
-
-def image_as_uint8(image: np.ndarray) -> np.ndarray:
-    """imageio 2.26 ``image_as_uint(bitdepth=8)`` for a float array outside [0, 1]: min-max rescale of the
-    whole array in float64, + 0.499999999, truncation."""
-    v = image.astype(np.float64)
-    lo, hi = np.nanmin(v), np.nanmax(v)
-    if lo >= 0 and hi <= 1:
-        v = v * 255.0 + 0.499999999
-    elif hi == lo:
-        return image.astype(np.uint8)
-    else:
-        v = (v - lo) / (hi - lo) * 255.0 + 0.499999999
-    return v.astype(np.uint8)
-
-
+# ------------------------------------------- the official procedure (its pieces: fusebench.official)
 def official_inputs(path1: Path, path2: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(Y1 / 255, Y2 / 255, chroma for the output or None) as the authors' test.py computes them."""
-    img1, img2 = read_rgb(path1), read_rgb(path2)
-    ycc1, ycc2 = rgb_to_ycrcb(img1), rgb_to_ycrcb(img2)
-    if is_gray(img1):
-        crcb = None if is_gray(img2) else ycc2[..., 1:]
+    img1, img2 = official.pil_rgb(path1).astype(np.float32), official.pil_rgb(path2).astype(np.float32)
+    ycc1, ycc2 = official.opencv_float_ycrcb(img1), official.opencv_float_ycrcb(img2)
+    if official.is_gray_rgb(img1):
+        crcb = None if official.is_gray_rgb(img2) else ycc2[..., 1:]
     else:
-        crcb = ycc1[..., 1:] if is_gray(img2) else fuse_crcb(ycc1[..., 1:], ycc2[..., 1:])
+        crcb = ycc1[..., 1:] if official.is_gray_rgb(img2) else official_chroma(ycc1[..., 1:], ycc2[..., 1:])
     return ycc1[..., 0] / 255, ycc2[..., 0] / 255, crcb  # float32 / int stays float32
 
 
 def official_output(raw: np.ndarray, crcb: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """(grey PNG pixels, RGB PNG pixels or None) from the raw network output, as test.py + imsave do."""
     fused = minmax(raw) * F32(255)  # min-max in float32 torch, then * 255
-    gray = image_as_uint8(fused)
+    gray = official.imageio_as_uint8(fused)
     if crcb is None:
         return gray, None
-    rgb = np.clip(ycrcb_to_rgb(np.concatenate([fused[..., None], crcb], axis=-1)), 0, 255)
-    return gray, image_as_uint8(rgb)
+    rgb = np.clip(official.opencv_float_ycrcb_to_rgb(np.concatenate([fused[..., None], crcb], axis=-1)), 0, 255)
+    return gray, official.imageio_as_uint8(rgb)
 
 
 def max_diff(ours: np.ndarray, ref: np.ndarray) -> tuple[int, float]:

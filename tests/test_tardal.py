@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from training_helpers import check_resume, check_untrained_errors, real_patches, recipe, torch_threads
 
+from fusebench import official
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.tardal import (
     TarDAL,
@@ -49,38 +49,14 @@ FAST = {
 one_thread = torch_threads(1)
 
 
-# ------------------------------------------------------------------ the official procedure, in NumPy
-def read_rgb8(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def bgr2gray(rgb: np.ndarray) -> np.ndarray:
-    """OpenCV's 8-bit COLOR_BGR2GRAY: 15-bit fixed point, round half up."""
-    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
-    return ((3735 * b + 19235 * g + 9798 * r + 16384) >> 15).astype(np.uint8)
-
-
-def restore_colour(vi_rgb: np.ndarray, y8: np.ndarray) -> np.ndarray:
-    """OpenCV's 8-bit BGR2YCrCb (keep Cr, Cb), Y replaced by ``y8``, then YCrCb2BGR; returned as RGB."""
-    r, g, b = (vi_rgb[..., i].astype(np.int64) for i in range(3))
-    y = (1868 * b + 9617 * g + 4899 * r + 8192) >> 14
-    cr = np.clip(((r - y) * 11682 + 128 * 2**14 + 8192) >> 14, 0, 255) - 128
-    cb = np.clip(((b - y) * 9241 + 128 * 2**14 + 8192) >> 14, 0, 255) - 128
-    y8 = y8.astype(np.int64)
-    out_b = y8 + ((cb * 29049 + 8192) >> 14)
-    out_g = y8 + ((cb * -5636 + cr * -11698 + 8192) >> 14)
-    out_r = y8 + ((cr * 22987 + 8192) >> 14)
-    return np.clip(np.stack([out_r, out_g, out_b], axis=-1), 0, 255).astype(np.uint8)
-
-
+# ------------------------------------------------- the official procedure (its pieces: fusebench.official)
 def official_inputs(shared: Path, dataset: str, pair: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     folder = shared / "datasets" / dataset / ("all" if dataset == "RoadScene" else "test")
     ir_path = next((folder / "ir").glob(f"{pair}.*"))
     vi_path = next((folder / "vi").glob(f"{pair}.*"))
-    ir_rgb, vi_rgb = read_rgb8(ir_path), read_rgb8(vi_path)
+    ir_rgb, vi_rgb = official.pil_rgb(ir_path), official.pil_rgb(vi_path)
     assert (ir_rgb == ir_rgb[..., :1]).all()  # IR files are grey: cv2 IMREAD_GRAYSCALE = one channel
-    return ir_rgb[..., 0], bgr2gray(vi_rgb), vi_rgb
+    return ir_rgb[..., 0], official.opencv_gray(vi_rgb), vi_rgb
 
 
 def method(shared: Path, variant: str) -> TarDAL:
@@ -109,8 +85,8 @@ def test_parity_with_official_outputs(shared: Path, variant: str, dataset: str, 
     fused = m.fuse(ir8 / np.float32(255), vi8 / np.float32(255))
     assert fused.dtype == np.float32 and fused.min() >= 0 and fused.max() <= 1
     y8 = (fused * np.float32(255.0)).astype(np.uint8)  # the official truncating cast
-    expected = read_rgb8(folder / f"{pair}.png")
-    ours = restore_colour(vi_rgb, y8)
+    expected = official.pil_rgb(folder / f"{pair}.png")
+    ours = official.opencv_ycrcb_to_rgb(y8, *official.opencv_crcb(vi_rgb))
     diff = np.abs(ours.astype(np.int16) - expected.astype(np.int16))
     assert diff.max() <= 1, f"max diff {diff.max()} on {(diff > 1).sum()} values"
 

@@ -147,10 +147,17 @@ def fuse_command(
     weights: Annotated[Path | None, typer.Option(help="model.pt written by `fusebench train`.")] = None,
     official: Annotated[Path | None, typer.Option(help="The authors' published weights file.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="fusebench: fusebench's colour rule for every method; official: the authors' published test "
+            "procedure end to end (needs --official)."
+        ),
+    ] = "fusebench",
 ) -> None:
     """Fuse every pair of a test split with one method."""
     from .datasets import describe
-    from .fuse import fuse_pairs
+    from .fuse import check_protocol, fuse_pairs
     from .methods import METHODS, LearnedMethod, OptionError, create
     from .training import pick_device
 
@@ -161,6 +168,10 @@ def fuse_command(
         fusion = create(method, **{"task": describe(dataset, sources).task, **given})
     except OptionError as exc:
         raise typer.BadParameter(str(exc)) from None
+    try:
+        check_protocol(fusion, protocol, official is not None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--protocol") from None
     if isinstance(fusion, LearnedMethod):
         dev = pick_device(device)
         if (weights is None) == (official is None):
@@ -169,8 +180,9 @@ def fuse_command(
             fusion.load(weights, dev)
         else:
             fusion.load_official(official, dev)  # type: ignore[arg-type]
-    fuse_pairs(fusion, _pairs(dataset, sources), out)
-    typer.echo(f"fused {dataset} with {method} -> {out}")
+    used = [path for path in (weights, official) if path is not None]
+    fuse_pairs(fusion, _pairs(dataset, sources), out, protocol=protocol, weights=used)
+    typer.echo(f"fused {dataset} with {method} ({protocol} protocol) -> {out}")
 
 
 if __name__ == "__main__":

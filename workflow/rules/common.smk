@@ -166,6 +166,11 @@ def check_method_entry(key):
             if name not in weights_registry():
                 raise ValueError(f"unknown weights {name!r}; `fusebench fetch-weights list` lists them")
             spec.with_weights(name, entry.get("options", {}))
+        if entry.get("protocol") == "official" and not spec.official_protocol:
+            raise ValueError(
+                f"protocol official, but {spec.name} has no official test-time procedure in fusebench; "
+                "use protocol fusebench"
+            )
         if "train" in entry and not is_trained(key):
             raise ValueError("`train` is given but this entry is not trained (not learned, or official weights)")
         if is_trained(key):

@@ -26,6 +26,7 @@ rule fuse:
         options=lambda wc: options_json(wc.method),
         weights=weights_arg,
         device=TRAINING["device"],
+        protocol=lambda wc: method_entry(wc.method).get("protocol", "fusebench"),
     log:
         "results/logs/fuse/{dataset}_{method}.log",
     resources:
@@ -36,7 +37,8 @@ rule fuse:
         "../../envs/fusebench.yaml"
     shell:
         "fusebench fuse --method {params.name} --options '{params.options}' --dataset {wildcards.dataset} "
-        "--sources {input.sources} --out {output} {params.weights} --device {params.device} 2> {log}"
+        "--sources {input.sources} --out {output} {params.weights} --device {params.device} "
+        "--protocol {params.protocol:q} 2> {log}"
 
 
 rule metrics:

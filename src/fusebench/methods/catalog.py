@@ -124,6 +124,8 @@ class MethodSpec:
     options: Mapping[str, Option]
     weights_options: Mapping[str, Mapping[str, Any]]
     recipe: Recipe | None
+    #: whether the method can run its authors' published test procedure (``fuse_official``, protocol official)
+    official_protocol: bool = False
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise :class:`OptionError` for an unknown option key or a bad value (naming the valid ones)."""
@@ -208,6 +210,7 @@ def catalog() -> dict[str, MethodSpec]:
             _options(entry["options"]),
             entry.get("weights_options", {}),
             recipe,
+            entry.get("official_protocol", False),
         )
         for where, declared in (("options", spec.options), ("recipe.options", recipe.options if recipe else {})):
             for option in declared.values():
@@ -249,6 +252,11 @@ class MethodRegistry(Registry["type[FusionMethod]"]):
             raise ValueError(f"method {name!r} is registered under another name than its class's {item.name!r}")
         if bool(item.learned) != spec.learned:
             raise ValueError(f"method {name!r}: catalogue says learned={spec.learned}, its class says {item.learned}")
+        if hasattr(item, "fuse_official") != spec.official_protocol:
+            raise ValueError(
+                f"method {name!r}: catalogue says official_protocol={spec.official_protocol}, but its class "
+                f"{'lacks' if spec.official_protocol else 'has'} fuse_official"
+            )
         item.name, item.tasks, item.description = name, spec.tasks, spec.description
         return super().add(name, item)
 

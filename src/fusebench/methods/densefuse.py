@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import official
 from ..losses import ms_ssim, ssim
 from ..training import Trainer, check_options, seeded
 from .base import METHODS, LearnedMethod, load_state, to_image
@@ -126,7 +127,7 @@ def _block_mean(c: torch.Tensor, r: int = 1) -> torch.Tensor:
 @METHODS.register("densefuse")
 class DenseFuse(LearnedMethod):
     """Options: ``strategy`` ("addition" | "sum" | "l1"). Weights: :meth:`load` (``model.pt``) or
-    :meth:`load_official` (the release's ``densefuse_gray.model``)."""
+    :meth:`load_official` (the release's ``densefuse_gray.model`` or ``densefuse_rgb.model``)."""
 
     name: ClassVar[str] = "densefuse"
     network: ClassVar[type[nn.Module]] = DenseFuseNet
@@ -148,41 +149,70 @@ class DenseFuse(LearnedMethod):
         self._set_net(load_state(checkpoint, device, self.name), device, source=checkpoint)
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
-        """Load the release's ``densefuse_gray.model`` (the 3-channel ``densefuse_rgb.model`` is refused)."""
+        """Load the release's ``densefuse_gray.model`` or its 3-channel ``densefuse_rgb.model`` (the latter runs
+        only under the official protocol, :meth:`fuse_official`)."""
         self._set_net(load_state(weights, device, self.name), device, source=weights)
 
     def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:
         first = state.get("conv1.conv2d.weight")
         if first is None or first.ndim != 4:
             raise ValueError(f"densefuse: {source} is not a DenseFuse state dict (no conv1.conv2d.weight)")
-        if first.shape[1] != 1:
-            raise ValueError(
-                f"densefuse: {source} is a {first.shape[1]}-channel model; fusebench fuses gray images "
-                "(use densefuse_gray.model)"
-            )
-        super()._set_net(state, device, source)
+        channels = int(first.shape[1])
+        if channels not in (1, 3):
+            raise ValueError(f"densefuse: {source} is a {channels}-channel model; DenseFuse models have 1 or 3")
+        net = DenseFuseNet(channels)
+        try:
+            net.load_state_dict(dict(state), strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"densefuse: {source} does not hold {self.network_kind}: {exc}") from None
+        self.net = self._to_device(net, device)
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self._require(self.net).conv1.conv2d.in_channels != 1:
+            raise ValueError(
+                "densefuse: the 3-channel (densefuse_rgb) model fuses RGB images the release's way only: run it "
+                "with protocol official (`fusebench fuse --protocol official`), or use densefuse_gray.model"
+            )
         raw = self.fuse_raw(
             np.asarray(a, dtype=np.float32) * np.float32(SCALE),
             np.asarray(b, dtype=np.float32) * np.float32(SCALE),
         )
         return np.clip(raw / np.float32(SCALE), 0.0, 1.0).astype(np.float32)
 
-    def fuse_raw(self, a255: np.ndarray, b255: np.ndarray) -> np.ndarray:
-        """The network on the 0..255 scale: HxW float32 in, raw decoder output out (>= 0, not clamped)."""
+    def fuse_raw(self, a255: np.ndarray, b255: np.ndarray, strategy: str | None = None) -> np.ndarray:
+        """The network on the 0..255 scale: HxW (gray model) or HxWx3 (rgb model) float32 in, raw decoder output
+        out in the same layout (>= 0, not clamped). ``strategy`` defaults to the configured one."""
         net = self._require(self.net)
-        if a255.shape != b255.shape or a255.ndim != 2:
-            raise ValueError(f"densefuse: expected two HxW images of the same size, got {a255.shape} and {b255.shape}")
-        if min(a255.shape) < 2:
+        channels = net.conv1.conv2d.in_channels
+        shape = a255.shape[:2] if channels == 1 else a255.shape[:2] + (channels,)
+        if a255.shape != b255.shape or a255.shape != shape:
+            raise ValueError(
+                f"densefuse: this {channels}-channel model needs two images of shape HxW"
+                f"{'' if channels == 1 else 'x3'} of one size, got {a255.shape} and {b255.shape}"
+            )
+        if min(a255.shape[:2]) < 2:
             raise ValueError(f"densefuse: images must be at least 2x2 (reflection padding), got {a255.shape}")
+
+        def prep(x: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            return (t[None, None] if channels == 1 else t.permute(2, 0, 1)[None]).to(self.device)
+
         with torch.inference_mode():
             # Each source goes through the encoder on its own, as in the release (batch of one).
-            e1 = net.encode(self.to_tensor(a255))
-            e2 = net.encode(self.to_tensor(b255))
-            out = net.decode(fuse_features(e1, e2, self.strategy))
-        return to_image(out)
+            out = net.decode(fuse_features(net.encode(prep(a255)), net.encode(prep(b255)), strategy or self.strategy))
+        return to_image(out) if channels == 1 else out[0].permute(1, 2, 0).float().cpu().numpy()
+
+    def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
+        """The release's ``test_image.run_demo``: sources read with ``scipy.misc.imread(mode="L")`` (gray model:
+        Pillow luma, colour dropped) or ``convert("RGB")`` (rgb model), on 0..255 with no normalisation, the mean
+        of the two encodings (the release's ``fusion()`` computes it whatever strategy is asked for, so the
+        ``strategy`` option does not apply here), then ``clamp(0, 255)`` and **truncation** to uint8.
+        Returns HxW (gray model) or HxWx3 (rgb model)."""
+        rgb = self._require(self.net).conv1.conv2d.in_channels == 3
+        read = official.pil_rgb if rgb else official.pil_gray
+        raw = self.fuse_raw(read(path_a).astype(np.float32), read(path_b).astype(np.float32), "addition")
+        return np.clip(raw, 0.0, 255.0).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- trainer

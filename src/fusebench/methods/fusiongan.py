@@ -25,9 +25,10 @@ discriminator updates per generator update, 10 epochs.
 
 Official weights: the authors' TF1 checkpoint ``CGAN_120/CGAN.model-3`` (pinned in weights.yaml as
 ``fusiongan``; not in the data bundle). :func:`from_tf_variables` converts its ``fusion_model/...`` variables
-(HWIO -> OIHW) and :meth:`FusionGAN.load_official` reads the checkpoint with :mod:`fusebench.tfcheckpoint`;
-the conversion is tested on synthetic TF-layout variables against an independent NHWC NumPy forward pass,
-not on the real file. See docs/methods/fusiongan.md.
+(HWIO -> OIHW) and :meth:`FusionGAN.load_official` reads the checkpoint with :mod:`fusebench.tfcheckpoint`,
+resetting BatchNorm gamma/beta to 1/0 as the official test graph does (it builds fresh BatchNorm layers);
+:meth:`FusionGAN.fuse_official` runs ``test_one_image.py`` end to end. Tested on synthetic TF-layout variables
+and files against an independent NHWC NumPy forward pass, not on the real file. See docs/methods/fusiongan.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import official
 from ..losses import laplacian
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, CentreCropTrainer, check_options, forward_with_bn_mode, parameter_count, seeded
@@ -219,14 +221,23 @@ class FusionGAN(LearnedMethod):
         self._set_net(load_state(checkpoint, device, self.name), device, Path(checkpoint))
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
-        """Load the authors' TF1 checkpoint (prefix, or one of its files; needs ``.index`` and ``.data``)."""
+        """Load the authors' TF1 checkpoint (prefix, or one of its files; needs ``.index`` and ``.data``).
+
+        Only the convolution kernels and biases are taken from the file. The official ``test_one_image.py``
+        builds its graph with the checkpoint's ``w``/``b`` as constants and *fresh* ``batch_norm`` layers
+        (``tf.global_variables_initializer``: gamma 1, beta 0) that normalise with the statistics of the image
+        being fused, so the trained gamma/beta are never used: they are reset here to 1 and 0. (The stored
+        moving statistics are kept; the official procedure never reads them either.)"""
         from ..tfcheckpoint import load_checkpoint
 
         prefix = str(weights)
         for suffix in (".index", ".data-00000-of-00001", ".meta"):
             prefix = prefix.removesuffix(suffix)
-        variables = load_checkpoint(prefix, scope="fusion_model/")
-        self._set_net(from_tf_variables(variables), device, Path(prefix))
+        state = from_tf_variables(load_checkpoint(prefix, scope="fusion_model/"))
+        for key in [k for k in state if k.endswith(".bn.weight")]:
+            state[key] = torch.ones_like(state[key])
+            state[key.removesuffix("weight") + "bias"] = torch.zeros_like(state[key])
+        self._set_net(state, device, Path(prefix))
 
     # -- fusion
     def fuse(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -241,15 +252,28 @@ class FusionGAN(LearnedMethod):
 
     def fuse_raw(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The tanh output (HxW, [-1, 1]) for [0, 1] inputs, with the official 6-pixel edge padding."""
-        net = self._require(self.net)
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         if a.shape != b.shape or a.ndim != 2:
             raise ValueError(f"fusiongan: expected two HxW images of the same size, got {a.shape} and {b.shape}")
-        x = np.stack([a, b]) * np.float32(2.0) - np.float32(1.0)  # (u8 - 127.5) / 127.5
-        x = np.pad(x, ((0, 0), (PAD, PAD), (PAD, PAD)), mode="edge")
+        return self._forward(np.stack([a, b]) * np.float32(2.0) - np.float32(1.0), self.bn_mode)
+
+    def _forward(self, x: np.ndarray, bn_mode: str) -> np.ndarray:
+        """The generator on a 2xHxW (ir, vi) array in [-1, 1], edge-padded by 6 so the output is HxW."""
+        net = self._require(self.net)
+        x = np.pad(np.asarray(x, dtype=np.float32), ((0, 0), (PAD, PAD), (PAD, PAD)), mode="edge")
         with torch.inference_mode():
-            out = forward_with_bn_mode(net, self.to_tensor(*x), self.bn_mode)
+            out = forward_with_bn_mode(net, self.to_tensor(*x), bn_mode)
         return to_image(out)
+
+    def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
+        """The authors' ``test_one_image.py`` end to end (``a`` infrared, ``b`` visible): each source read with
+        ``scipy.misc.imread(flatten=True, mode="YCbCr")`` (the luma of Pillow's RGB->YCbCr->RGB round trip,
+        chroma dropped), ``(x - 127.5) / 127.5`` in float64, edge padding 6, BatchNorm on the image's own
+        statistics (always, whatever ``bn_mode`` says), ``out * 127.5 + 127.5`` saved by ``scipy.misc.imsave``
+        (per-image min-max stretch, round half up). Grey output, as the script writes (BMP there)."""
+        x = (np.stack([official.scipy_luma(path_a), official.scipy_luma(path_b)]).astype(np.float64) - 127.5) / 127.5
+        raw = self._forward(x.astype(np.float32), "train")
+        return official.scipy_bytescale(raw * np.float32(127.5) + np.float32(127.5))
 
 
 # --------------------------------------------------------------------------------------------- trainer

@@ -43,7 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import official
 from ..losses import conv3x3, laplacian
+from ..official import scipy_bytescale as bytescale  # the official save; re-exported
 from ..tfcheckpoint import TFCheckpoint
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import LSGAN, AdversarialTrainer, check_options, seeded
@@ -229,17 +231,6 @@ def focus_scores(near: torch.Tensor, far: torch.Tensor) -> tuple[torch.Tensor, t
     return 1.0 - s_far, s_far
 
 
-def bytescale(r: np.ndarray) -> np.ndarray:
-    """SciPy <= 1.1 ``imsave`` of a float image: per-image min-max stretch to 0..255 with round-half-up,
-    ``uint8(clip((r - min) * (255 / (max - min)), 0, 255) + 0.5)``, in float32 as SciPy computes it on a
-    float32 array. A constant image maps to 0 (SciPy divides by zero there; we do not)."""
-    r = np.asarray(r, dtype=np.float32)
-    lo, hi = r.min(), r.max()
-    scale = np.float32(255.0 / float(hi - lo)) if hi > lo else np.float32(0.0)
-    scaled = (r - lo) * scale
-    return (np.clip(scaled, 0, 255) + np.float32(0.5)).astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------------------------- method
 @METHODS.register("mffgan")
 class MFFGAN(LearnedMethod):
@@ -295,6 +286,14 @@ class MFFGAN(LearnedMethod):
         with torch.inference_mode():
             out = net(prep(near), prep(far))
         return to_image(out) * np.float32(127.5) + np.float32(127.5)
+
+    def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
+        """The authors' ``test.py`` end to end: each source read with ``scipy.misc.imread(flatten=True,
+        mode="YCbCr")`` (the luma of Pillow's RGB->YCbCr->RGB round trip; chroma dropped), scaled to [-1, 1],
+        ``a`` to the near branch (``input_order``), ``out * 127.5 + 127.5`` saved by ``scipy.misc.imsave``
+        (per-image min-max stretch, round half up). The script writes a **grey** image; the authors restore
+        colour offline in MATLAB, which is not part of the published test script."""
+        return bytescale(self.fuse_raw(official.scipy_luma(path_a), official.scipy_luma(path_b)))
 
 
 # ---------------------------------------------------------------------------------------------- trainer

@@ -20,8 +20,9 @@ official ``*-G.ckpt`` state dict loads as it is): one shared encoder ``line1`` (
 applied to each source separately, the two 256-channel maps concatenated, and a decoder of two 4x4 stride-2
 transposed convs (512 -> 256 -> 128, BN, ReLU) and a 7x7 conv to one channel with a sigmoid: the focus map
 ``m`` (weight of source A). Sources are on [-1, 1]. The official generator takes RGB and averages the
-encoder features of the three colour channels; fusebench fuses gray (Y) images, which is the same computation
-on a gray image stored as RGB.
+encoder features of the three colour channels; :meth:`MFIFGAN.decision_map` works on gray (Y) images, which is
+the same computation on a gray image stored as RGB only; :meth:`MFIFGAN.fuse_official` (``protocol: official``)
+runs the official per-channel encoding and test script.
 
 Discriminator (:class:`MFIFGANDiscriminator`): the official 6-layer conv net on the concatenation
 ``[A, B, m]`` (3 channels here, 7 with RGB in the original), ending in a sigmoid, trained with WGAN-GP.
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from .. import official
 from .base import METHODS, DecisionMapMethod, choice, load_state, to_image
 from .gan import ConditionalMapTrainer, Objective, check_options, seeded
 
@@ -443,6 +445,47 @@ class MFIFGAN(DecisionMapMethod):
     def decision_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         m = self.raw_map(a, b)
         return postprocess_map(m, self.min_fraction) if self.postprocess else m
+
+    def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
+        """The authors' ``Solver.test`` end to end (``a`` is the script's A, weight ``m``), in torch float32 as
+        the script computes it:
+
+        1. each source decoded to RGB (a grey source replicated to three channels, as the script's
+           ``grayscale_jpg`` loader does), ``ToTensor`` + ``Normalize(0.5, 0.5)``;
+        2. the encoder on the R, G and B channels **separately**, the three encodings averaged per source, the
+           decoder's sigmoid map (generator in eval mode);
+        3. a map larger than the image (sides not multiples of 4) goes through ``to_same_size``: 8-bit PIL image
+           (``mul(255).byte()``, truncation), centre crop, back to [0, 1];
+        4. ``m > 0.5`` and removal of regions below ``0.001 H W`` pixels (foreground, then background), always;
+        5. ``F = A m + B (1 - m)`` on [-1, 1], back to [0, 1]; colour pairs are saved by torchvision's
+           ``save_image`` (``x 255 + 0.5``, truncated; HxWx3), pairs of two grey sources by the ``grayscale_jpg``
+           branch (first channel, ``x 255`` truncated; HxW). fusebench writes PNG (the script writes JPEG).
+        """
+        net = self._require(self.net)
+        rgb_a, rgb_b = official.pil_rgb(path_a), official.pil_rgb(path_b)
+        if rgb_a.shape != rgb_b.shape:
+            raise ValueError(f"mfifgan: {path_a} is {rgb_a.shape[:2]} but {path_b} is {rgb_b.shape[:2]}")
+        grey = official.is_gray_rgb(rgb_a) and official.is_gray_rgb(rgb_b)
+
+        def prep(rgb: np.ndarray) -> torch.Tensor:  # ToTensor + Normalize(0.5, 0.5)
+            t = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float().div(255)
+            return ((t - 0.5) / 0.5)[None].to(self.device)
+
+        def encode(x: torch.Tensor) -> torch.Tensor:  # the official forward: one encoding per colour channel
+            return (net.line1(x[:, 0:1]) + net.line1(x[:, 1:2]) + net.line1(x[:, 2:3])) / 3
+
+        height, width = rgb_a.shape[:2]
+        with torch.inference_mode():
+            a, b = prep(rgb_a), prep(rgb_b)
+            m = net.decode(torch.cat([encode(a), encode(b)], dim=1))
+            if m.shape[-2:] != (height, width):  # to_same_size: through an 8-bit PIL image
+                m = center_crop(m.mul(255).byte(), height, width).float().div(255)
+            m = torch.from_numpy(postprocess_map(to_image(m), 0.001)).to(self.device)
+            fused = ((a * m + b * (1 - m)) + 1) / 2
+            fused = fused.clamp(0, 1)[0]
+            if grey:
+                return (fused[0] * 255).cpu().numpy().astype(np.uint8)
+            return fused.mul(255).add(0.5).clamp(0, 255).permute(1, 2, 0).to(torch.uint8).cpu().numpy()
 
 
 # ============================================================================================= trainer

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from .. import official
 from ..losses import gradient_magnitude
 from ..training import Trainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
@@ -439,6 +440,45 @@ class ReFusion(LearnedMethod):
         with torch.inference_mode():
             out = net(self.to_tensor(first, second))
         return to_image(out)
+
+    def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
+        """The authors' ``test.py`` end to end: the RGB image it writes for a pair with a colour source, else
+        its grey image (see :meth:`official_outputs`)."""
+        gray, rgb = self.official_outputs(path_a, path_b)
+        return gray if rgb is None else rgb
+
+    def official_outputs(self, path_a: Path, path_b: Path) -> tuple[np.ndarray, np.ndarray | None]:
+        """(``Gray/<pair>.png``, ``RGB/<pair>.png`` or None) as the authors' ``test.py`` writes them: sources
+        decoded to RGB float32 0..255, OpenCV's float RGB->YCrCb (chroma offset 0.5 on 0..255 data), Y / 255 to
+        the network (order ``input_order``), per-image min-max of the sigmoid output times 255, saved through
+        imageio's float->uint8 rescale; colour from the one colour source's (Cr, Cb), or both fused by
+        ``(C1 |C1 - .5| + C2 |C2 - .5|) / (|C1 - .5| + |C2 - .5| + 1e-4)``, back through OpenCV's float
+        YCrCb->RGB, clipped to 0..255 and rescaled over the whole RGB array. Two grey sources: no RGB image."""
+        img_a, img_b = (official.pil_rgb(p).astype(np.float32) for p in (path_a, path_b))
+        ycc_a, ycc_b = official.opencv_float_ycrcb(img_a), official.opencv_float_ycrcb(img_b)
+        gray_a, gray_b = official.is_gray_rgb(img_a), official.is_gray_rgb(img_b)
+        crcb: np.ndarray | None
+        if gray_a and gray_b:
+            crcb = None
+        elif gray_a or gray_b:
+            crcb = (ycc_b if gray_a else ycc_a)[..., 1:]
+        else:
+            crcb = official_chroma(ycc_a[..., 1:], ycc_b[..., 1:])
+        raw = self.fuse_raw(ycc_a[..., 0] / np.float32(255), ycc_b[..., 0] / np.float32(255))
+        fused = minmax(raw) * np.float32(255)
+        gray = official.imageio_as_uint8(fused)
+        if crcb is None:
+            return gray, None
+        rgb = official.opencv_float_ycrcb_to_rgb(np.concatenate([fused[..., None], crcb], axis=-1))
+        return gray, official.imageio_as_uint8(np.clip(rgb, 0, 255))
+
+
+def official_chroma(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """The script's chroma rule for two colour sources (OpenCV float chroma, offset 0.5), float32:
+    ``(C1 |C1 - .5| + C2 |C2 - .5|) / (|C1 - .5| + |C2 - .5| + 1e-4)`` (0 where both are neutral)."""
+    half = np.float32(0.5)
+    w1, w2 = np.abs(c1 - half), np.abs(c2 - half)
+    return ((c1 * w1 + c2 * w2) / (w1 + w2 + np.float32(1e-4))).astype(np.float32)
 
 
 def minmax(raw: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import official
 from ..losses import gradient_magnitude, ssim_map
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .gan import AdversarialTrainer, WGANDiv, check_options, forward_with_bn_mode, parameter_count, seeded
@@ -248,6 +249,22 @@ class TarDAL(LearnedMethod):
         with torch.inference_mode():
             out = forward_with_bn_mode(net, self.to_tensor(a, b), self.bn_mode)
         return to_image(out)
+
+    def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
+        """The v0 ``fuse.py --color`` end to end (``a`` infrared, ``b`` visible): infrared read as grey, the
+        visible image's grey from OpenCV's 15-bit ``BGR2GRAY`` of its colour decode, both ``u8 / 255``; the
+        variant's BatchNorm mode; output clipped to [0, 1] and **truncated** to uint8; colour from the visible
+        image's OpenCV 8-bit YCrCb (Cr, Cb kept, Y replaced, back to RGB). Always HxWx3, as the script writes.
+
+        ``cv2.imread(ir, IMREAD_GRAYSCALE)`` is taken as one channel of a grey-coded infrared file and as
+        OpenCV's ``BGR2GRAY`` of a colour one (libpng/libjpeg's own grey conversion can differ by a level)."""
+        ir_rgb, vi_rgb = official.pil_rgb(path_a), official.pil_rgb(path_b)
+        ir = ir_rgb[..., 0] if official.is_gray_rgb(ir_rgb) else official.opencv_gray(ir_rgb)
+        vi = official.opencv_gray(vi_rgb)
+        # u8 / 255.0 in float64, then float32 (the script's kornia image_to_tensor of cv2's array / 255.)
+        f = np.clip(self.fuse_raw((ir / 255.0).astype(np.float32), (vi / 255.0).astype(np.float32)), 0.0, 1.0)
+        y8 = (f * np.float32(255.0)).astype(np.float32).astype(np.uint8)
+        return official.opencv_ycrcb_to_rgb(y8, *official.opencv_crcb(vi_rgb))
 
 
 # --------------------------------------------------------------------------------------------- trainer

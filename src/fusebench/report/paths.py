@@ -5,6 +5,7 @@
     results/data/<dataset>/test/<modality>/<pair>.<ext>     source images
     results/fused/<dataset>/<method>/<pair>.png             fused images
     results/fused/<dataset>/<method>/runtime.csv            columns: image, seconds
+    results/fused/<dataset>/<method>/fusion.json            method, protocol, weights (optional)
     results/metrics/<dataset>/<method>.csv                  columns: image, <metric>...
     results/models/<method>/<train_dataset>/loss.csv        training log: step, <loss>... (learned methods)
 
@@ -53,6 +54,11 @@ def fused_image(results: Path, dataset: str, method: str, pair: str) -> Path:
 
 def runtime_csv(results: Path, dataset: str, method: str) -> Path:
     return fused_dir(results, dataset, method) / "runtime.csv"
+
+
+def fusion_json(results: Path, dataset: str, method: str) -> Path:
+    """Written by ``fusebench fuse``: method, protocol and weights of the fused images."""
+    return fused_dir(results, dataset, method) / "fusion.json"
 
 
 def metrics_csv(results: Path, dataset: str, method: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import os
 import re
@@ -133,6 +134,17 @@ def _rank_colour(rank: float, n: int) -> str:
 
 
 # --------------------------------------------------------------------------- reading results
+
+
+def method_protocol(results: Path, datasets: Sequence[str], method: str) -> str:
+    """The protocol(s) that produced ``method``'s fused images, from the ``fusion.json`` files beside them
+    ("\u2013" where none is recorded)."""
+    found = set()
+    for dataset in datasets:
+        path = paths.fusion_json(results, dataset, method)
+        if path.is_file():
+            found.add(str(json.loads(path.read_text()).get("protocol", "?")))
+    return ", ".join(sorted(found)) or "\u2013"
 
 
 def read_metrics(results: Path, dataset: str, method: str) -> pd.DataFrame:
@@ -539,6 +551,7 @@ def render_report(
                         "name": m,
                         "description": meta[m][0],
                         "kind": {True: "learned", False: "classical", None: "\u2013"}[meta[m][1]],
+                        "protocol": method_protocol(results, datasets, m),
                         "colour": colours[m],
                     }
                     for m in methods
