@@ -20,6 +20,7 @@ from . import (  # noqa: E402,F401
     densefuse,
     fusegan,
     fusiongan,
+    ifcnn,
     mffgan,
     mfifgan,
     refusion,
