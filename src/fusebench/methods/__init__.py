@@ -23,6 +23,7 @@ from . import (  # noqa: E402,F401
     ifcnn,
     mffgan,
     mfifgan,
+    pmgi,
     refusion,
     tardal,
     ufgan,
