@@ -25,6 +25,7 @@ from . import (  # noqa: E402,F401
     mfifgan,
     pmgi,
     refusion,
+    swinfusion,
     tardal,
     ufgan,
 )
