@@ -196,16 +196,20 @@ class SyntheticFocus:
     def kernel(self, size: float) -> np.ndarray:
         return gaussian_kernel(size) if self.psf == "gaussian" else disk_kernel(size)
 
+    def sharp(self, batch: torch.Tensor) -> torch.Tensor:
+        """The sharp images S of a Bx2xHxW batch, N x 1 x H x W in the order of the triplets (the ground
+        truth of supervised fusion: swapping A and B does not change S)."""
+        if batch.ndim != 4 or batch.shape[1] != 2:
+            raise ValueError(f"synthesis: expected a Bx2xHxW batch, got {tuple(batch.shape)}")
+        if self.sources == "both":
+            return batch.reshape(-1, 1, *batch.shape[-2:])
+        return batch[:, (0 if self.sources == "a" else 1)][:, None]
+
     def __call__(
         self, batch: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Bx2xHxW sharp sources in [0, 1] -> (A, B, M), each N x 1 x H x W (N = 2B for "both")."""
-        if batch.ndim != 4 or batch.shape[1] != 2:
-            raise ValueError(f"synthesis: expected a Bx2xHxW batch, got {tuple(batch.shape)}")
-        if self.sources == "both":
-            sharp = batch.reshape(-1, 1, *batch.shape[-2:])
-        else:
-            sharp = batch[:, (0 if self.sources == "a" else 1)][:, None]
+        sharp = self.sharp(batch)
         n, _, h, w = sharp.shape
         masks = random_masks(n, h, w, self.cells, self.coverage, generator).to(sharp.device, sharp.dtype)
         sizes = torch.rand(n, generator=generator, dtype=torch.float64) * (self.blur[1] - self.blur[0])
