@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from workflow_helpers import REPO, small_config, write_config
 
 from fusebench.cli import app
+from fusebench.datasets import DATASETS
 from fusebench.fuse import FUSION_JSON
 from fusebench.imageio import read_uint8
 from fusebench.methods import METHODS
@@ -173,13 +174,22 @@ def fuse_args(case: Case, split: Path, out: Path) -> list[str]:
     ]
 
 
+#: (folder, task) -> (max levels, share of values allowed above 1 level): the one documented exception. IFCNN's
+#: multi-exposure branch ends with CLAHE, whose 8x8 tiles amplify the network's float noise (about 2e-6 against the
+#: official .npy): a pixel crossing a rounding boundary shifts a whole tile's mapping (docs/methods/ifcnn.md)
+TOLERANCE_EXCEPTIONS = {("ifcnn", "mef"): (3, 0.03)}
+
+
 def check_output(case: Case, out: Path) -> None:
     ours = np.asarray(Image.open(out / f"{case.row['pair']}.png"))
     ref = np.asarray(Image.open(SHARED / OUTPUTS / case.folder / case.row["output"]))
     assert ours.shape == ref.shape, f"shape {ours.shape}, official {ref.shape}"
     diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
     print(f"\n{case.id}: max {int(diff.max())} levels, {float((diff > 0).mean()):.4%} of values differ")
-    assert int(diff.max()) <= 1, f"{case.id}: differs by up to {int(diff.max())} grey levels"
+    task = DATASETS.get(case.row["dataset"]).task
+    levels, share = TOLERANCE_EXCEPTIONS.get((case.folder, task), (1, 0.0))
+    assert int(diff.max()) <= levels, f"{case.id}: differs by up to {int(diff.max())} grey levels"
+    assert float((diff > 1).mean()) <= share, f"{case.id}: {float((diff > 1).mean()):.4%} of values beyond 1 level"
 
 
 @pytest.mark.parametrize("case", _params(CASES, FAST))
