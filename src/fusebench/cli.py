@@ -77,6 +77,22 @@ def methods_command(
             typer.echo(f"    {key}: {option.default!r}  {sources.get(key, option.help)}".rstrip())
 
 
+@app.command("patches")
+def patches_command(
+    dataset: Annotated[str, typer.Option(help="Registered dataset name (gives the modalities).")],
+    sources: Annotated[Path, typer.Option(help="Downloaded split folder, e.g. results/data/MSRS/train.")],
+    out: Annotated[Path, typer.Option(help="Output .npy (a .json with the parameters is written beside it).")],
+    size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 128,
+    stride: Annotated[int, typer.Option(help="Grid step in pixels.")] = 200,
+    min_contrast: Annotated[float, typer.Option(help="Drop patches with (p90-p10)/255 below this.")] = 0.1,
+) -> None:
+    """Crop training patches of a dataset split into one compact array."""
+    from .patches import PatchSettings, make_patches
+
+    count = make_patches(_pairs(dataset, sources), out, PatchSettings(size, stride, min_contrast))
+    typer.echo(f"{count} patches -> {out}")
+
+
 TaskOption = Annotated[
     str | None,
     typer.Option(
