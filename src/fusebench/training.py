@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale_temps
+from .torchfile import load_torch, save_torch
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
@@ -120,6 +121,8 @@ def train(
 ) -> Path:
     """Train until ``settings.steps`` (resuming from ``out_dir/checkpoint.pt``); return ``model.pt``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for target in (CHECKPOINT, FINAL, LOSS_LOG):  # temporary files of a run killed while writing them
+        remove_stale_temps(out_dir / target)
     if patches.ndim != 4 or patches.shape[1] != 2:
         raise ValueError(f"patches must be Nx2xHxW, got shape {patches.shape}")
     start = _resume(trainer, out_dir / CHECKPOINT)
@@ -159,8 +162,7 @@ def train(
         bar.close()
         log_file.close()
     final = out_dir / FINAL
-    with atomic_path(final) as tmp:
-        torch.save(trainer.export(), tmp)
+    save_torch(trainer.export(), final)
     return final
 
 
@@ -168,14 +170,13 @@ def save_checkpoint(trainer: Trainer, step: int, path: Path) -> None:
     state = {"step": step, "trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def _resume(trainer: Trainer, path: Path) -> int:
     if not path.exists():
         return 0
-    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    state = load_torch(path, trainer.device, advice=f"delete it to train {path.parent} from step 0")
     trainer.load_state_dict(state["trainer"])
     torch.set_rng_state(state["torch_rng"].cpu())
     if "cuda_rng" in state and torch.cuda.is_available():

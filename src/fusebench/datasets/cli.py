@@ -31,12 +31,13 @@ def download_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fetch a dataset split (mirror first, then the pinned upstream commit), sha256-checked."""
+    from ..atomic import DiskFullError
     from .download import download_split
 
     target = out if out is not None else Path("results") / "data" / dataset / split
     try:
         paths = download_split(dataset, split, target, mirror=mirror, max_pairs=max_pairs, progress=progress)
-    except (DatasetError, UnknownNameError, ValueError) as exc:
+    except (DatasetError, UnknownNameError, ValueError, DiskFullError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{dataset}/{split}: {len(paths) // 2} pairs ({len(paths)} files) verified in {target}")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from ..atomic import atomic_path, write_text_atomic
+from ..atomic import atomic_path, is_disk_full, write_text_atomic
 from ..imageio import list_images
 from .spec import UPSTREAM_ENV, DatasetError, FileEntry, upstream_base
 
@@ -337,6 +337,8 @@ def _fetch(location: str, dest: Path) -> None:
         except FileNotFoundError:
             raise _Unavailable("no such file") from None
         except OSError as exc:
+            if is_disk_full(exc):  # writing our copy failed, not reading the mirror: no other source helps
+                raise
             raise _Unavailable(f"cannot read it ({exc})") from None
         return
     retry = location.startswith(("http://", "https://"))
