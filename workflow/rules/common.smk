@@ -1,12 +1,14 @@
 import json
 import os
 import re
+import sys
 
 from snakemake.utils import min_version, validate
 
 from fusebench.datasets import DATASETS
 from fusebench.methods import METHODS
 from fusebench.metrics import CONVENTIONS, METRICS
+from fusebench.staleness import folder_fingerprint, set_aside_stale
 from fusebench.weights import registry as weights_registry
 
 min_version("8.20")
@@ -75,9 +77,14 @@ def modalities(dataset):
     return DATASETS.get(dataset).modalities
 
 
+def flag(name, value):
+    """``[name, value]``, or nothing when ``value`` is empty: an optional option for a rule's ``{params.x:q}``,
+    which quotes each item (config values never reach the shell unquoted)."""
+    return [name, str(value)] if value else []
+
+
 def max_pairs_arg(split):
-    limit = config.get("max_train_pairs" if split == "train" else "max_pairs")
-    return f"--max-pairs {limit}" if limit else ""
+    return flag("--max-pairs", config.get("max_train_pairs" if split == "train" else "max_pairs"))
 
 
 def options_json(key):
@@ -109,9 +116,9 @@ def weights_input(wc):
 def weights_arg(wc, input):
     """A checkpoint of several files is passed by its first one; the method finds the others beside it."""
     if not input.weights:
-        return ""
+        return []
     official = official_weights(wc.method, DATASETS.get(wc.dataset).task)
-    return f"{'--official' if official else '--weights'} {input.weights[0]}"
+    return flag("--official" if official else "--weights", input.weights[0])
 
 
 for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):

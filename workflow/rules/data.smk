@@ -2,7 +2,7 @@ rule download:
     output:
         directory("results/data/{dataset}/{split}"),
     params:
-        mirror=f"--mirror {MIRROR}" if MIRROR else "",
+        mirror=flag("--mirror", MIRROR),
         limit=lambda wc: max_pairs_arg(wc.split),
     log:
         "results/logs/download/{dataset}_{split}.log",
@@ -12,8 +12,8 @@ rule download:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench download --dataset {wildcards.dataset} --split {wildcards.split} --out {output} "
-        "{params.mirror} {params.limit} 2> {log}"
+        "fusebench download --dataset {wildcards.dataset:q} --split {wildcards.split:q} --out {output:q} "
+        "{params.mirror:q} {params.limit:q} 2> {log:q}"
 
 
 rule patches:
@@ -33,5 +33,5 @@ rule patches:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench patches --dataset {wildcards.dataset} --sources {input} --out {output.patches} "
-        "--size {wildcards.size} --stride {params.stride} --min-contrast {params.min_contrast} 2> {log}"
+        "fusebench patches --dataset {wildcards.dataset:q} --sources {input:q} --out {output.patches:q} "
+        "--size {wildcards.size:q} --stride {params.stride:q} --min-contrast {params.min_contrast:q} 2> {log:q}"

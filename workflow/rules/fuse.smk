@@ -3,7 +3,7 @@ rule fetch_weights:
         "results/weights/{weights_path}",
     params:
         name=lambda wc: WEIGHTS_BY_PATH[wc.weights_path],
-        mirror=f"--mirror {WEIGHTS_MIRROR}" if WEIGHTS_MIRROR else "",
+        mirror=flag("--mirror", WEIGHTS_MIRROR),
     log:
         "results/logs/weights/{weights_path}.log",
     resources:
@@ -12,7 +12,7 @@ rule fetch_weights:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench fetch-weights {params.name} --out results/weights {params.mirror} 2> {log}"
+        "fusebench fetch-weights {params.name:q} --out results/weights {params.mirror:q} 2> {log:q}"
 
 
 rule fuse:
@@ -35,8 +35,8 @@ rule fuse:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench fuse --method {params.name} --options '{params.options}' --dataset {wildcards.dataset} "
-        "--sources {input.sources} --out {output} {params.weights} --device {params.device} 2> {log}"
+        "fusebench fuse --method {params.name:q} --options {params.options:q} --dataset {wildcards.dataset:q} "
+        "--sources {input.sources:q} --out {output:q} {params.weights:q} --device {params.device:q} 2> {log:q}"
 
 
 rule metrics:
@@ -46,10 +46,12 @@ rule metrics:
     output:
         "results/metrics/{dataset}/{method}.csv",
     params:
-        a=lambda wc: modalities(wc.dataset)[0],
-        b=lambda wc: modalities(wc.dataset)[1],
+        sources=lambda wc, input: [f"{input.sources}/{modality}" for modality in modalities(wc.dataset)],
         convention=config["metrics"]["convention"],
         names=",".join(config["metrics"]["names"]),
+        # not used by the command: changes when a fused image is truncated, added or removed, so Snakemake
+        # scores the folder again (its own check looks only at the folder's time)
+        fused_files=lambda wc: folder_fingerprint(f"results/fused/{wc.dataset}/{wc.method}"),
     log:
         "results/logs/metrics/{dataset}_{method}.log",
     resources:
@@ -58,6 +60,5 @@ rule metrics:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench metrics --convention {params.convention} --metrics {params.names} "
-        "--sources {input.sources}/{params.a} {input.sources}/{params.b} --fused {input.fused} "
-        "--out {output} 2> {log}"
+        "fusebench metrics --convention {params.convention:q} --metrics {params.names:q} "
+        "--sources {params.sources:q} --fused {input.fused:q} --out {output:q} 2> {log:q}"
