@@ -24,7 +24,19 @@ class DiskFullError(OSError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+    return _disk_full_cause(exc) is not None
+
+
+def _disk_full_cause(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT error ``exc`` is or was raised while handling (torch.save, for one, reports a failed
+    write as an "enforce fail" RuntimeError raised during the OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def disk_full_error(target: str | os.PathLike[str], exc: OSError) -> DiskFullError:
@@ -73,8 +85,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            raise disk_full_error(target, exc) from exc  # type: ignore[arg-type]
+        full = _disk_full_cause(exc)
+        if full is not None and not isinstance(exc, DiskFullError):
+            raise disk_full_error(target, full) from exc
         raise
     _fsync_folder(target.parent)
 
