@@ -232,6 +232,8 @@ def test_hostile_method_and_train_options_are_quoted(
 def test_truncated_fused_image_reruns_metrics_and_sets_the_report_aside(hostile_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(hostile_run, run, symlinks=True)  # keeps the times Snakemake compares
+    untouched = snakemake("-n", "--configfile", "config.yaml", cwd=run)
+    assert "Nothing to be done" in untouched.stdout + untouched.stderr
     fused = sorted((run / "results" / "fused" / "Harvard-MRI-CT" / "average").glob("*.png"))[0]
     fused.write_bytes(fused.read_bytes()[: fused.stat().st_size // 2])
 
@@ -247,6 +249,11 @@ def test_truncated_fused_image_reruns_metrics_and_sets_the_report_aside(hostile_
     assert not (report / "index.html").exists(), "the report still shows the numbers of the intact image"
     assert (report / "index.stale.html").is_file()
     assert not (run / "results" / "metrics" / "Harvard-MRI-CT" / "average.csv").exists()
+
+    shutil.rmtree(fused.parent)  # fuse again: the report comes back up to date, the stale copy goes
+    again = snakemake("--configfile", "config.yaml", cwd=run)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (report / "index.html").is_file() and not (report / "index.stale.html").exists()
 
 
 # -------------------------------------------------------------- 14.7 / 11.18 clear errors naming the file

@@ -53,9 +53,19 @@ def set_aside_stale(output: str | os.PathLike[str], inputs: Iterable[str | os.Pa
     output = Path(output)
     if not is_stale(output, inputs):
         return None
-    aside = output.with_name(f"{output.stem}.stale{output.suffix}")
-    os.replace(output, aside)
-    return aside
+    os.replace(output, _aside(output))
+    return _aside(output)
+
+
+def drop_set_aside(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Delete the copy :func:`set_aside_stale` made once ``output`` exists again and is up to date."""
+    output = Path(output)
+    if output.is_file() and not is_stale(output, inputs):
+        _aside(output).unlink(missing_ok=True)
+
+
+def _aside(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.stale{output.suffix}")
 
 
 def snakemake_running_in(folder: str | os.PathLike[str]) -> bool | None:

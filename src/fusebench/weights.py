@@ -242,8 +242,9 @@ def check_known_file(path: str | os.PathLike[str]) -> None:
     upstream file (see :func:`registered_entries`), that entry's ids. Other files pass unchecked; a missing file
     is left to the loader to report."""
     path = Path(path)
-    if path.is_file():
-        _verify(path, registered_entries(path))
+    entries = registered_entries(path)
+    if path.is_file() and (entries or sidecar(path).is_file()):
+        _verify(path, entries)
 
 
 # -------------------------------------------------------------------------------------------------- fetch

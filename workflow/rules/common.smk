@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 from fusebench.datasets import DATASETS
 from fusebench.methods import METHODS
 from fusebench.metrics import CONVENTIONS, METRICS
-from fusebench.staleness import folder_fingerprint, set_aside_stale
+from fusebench.staleness import drop_set_aside, folder_fingerprint, set_aside_stale
 from fusebench.weights import registry as weights_registry
 
 min_version("8.20")
