@@ -210,7 +210,7 @@ def _verify(path: Path, entries: list[WeightsEntry]) -> dict[str, Any]:
             what = f" (named like the registered weights {', '.join(e.name for e in entries)})"
         raise WeightsError(
             f"{path}{what} failed verification: {'; '.join(min(problems, key=len))}. The file is corrupt or not "
-            f"the pinned one and was not loaded: delete it (and its {SIDECAR_SUFFIX} sidecar) and fetch it again"
+            f"the pinned one: delete it (and its {SIDECAR_SUFFIX} sidecar) and fetch it again"
             + (f" with `fusebench fetch-weights {entry.name}`" if entry else "")
         )
     return digests
