@@ -13,12 +13,16 @@ install:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install --quiet "$(TORCH)"
 	$(PYTHON) -m pip install --quiet -e ".[workflow,test]"
 
+# After an interrupted run both pick up where it stopped: a lock left by a killed Snakemake is removed when none
+# runs here (fusebench.staleness), and outputs of jobs killed mid-way are redone (--rerun-incomplete).
 quickstart: install
-	snakemake --cores $(CORES) --configfile config/test.yaml
+	$(PYTHON) -m fusebench.staleness unlock
+	snakemake --cores $(CORES) --configfile config/test.yaml --rerun-incomplete
 	@echo "Report: results/report/index.html"
 
 benchmark: install
-	snakemake --cores $(CORES)
+	$(PYTHON) -m fusebench.staleness unlock
+	snakemake --cores $(CORES) --rerun-incomplete
 
 test: install
 	$(PYTHON) -m pytest
@@ -28,4 +32,5 @@ test-all: install
 
 lint: install
 	ruff check .
+	snakefmt --check .
 	snakemake --lint --configfile config/test.yaml

@@ -17,7 +17,7 @@ from fusebench.color import luminance
 from fusebench.fuse import fuse_images
 from fusebench.imageio import read_image
 from fusebench.methods import METHODS, create
-from fusebench.methods.crossfuse import OFFICIAL_FILES, CrossFuseTrainer
+from fusebench.methods.crossfuse import OFFICIAL_FILES, CrossFuseTrainer, official_paths
 from fusebench.methods.crossfuse import losses as cl
 from fusebench.methods.crossfuse import network as cn
 from fusebench.methods.crossfuse.method import stage1_subset
@@ -362,6 +362,11 @@ def test_resume_through_the_shared_loop_is_bitwise_identical(msrs, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------ official weights, fuse
+#: where save_official puts its random files: not under the release's names, which must hold the pinned files
+RANDOM = {part: f"{'transfuse' if part == 'fusion' else 'autoencoder'}/random_{part}.model" for part in OFFICIAL_FILES}
+RANDOM_OPTIONS = {f"official_{part}": path for part, path in RANDOM.items()}
+
+
 def save_official(folder: Path, seed: int) -> dict[str, dict[str, torch.Tensor]]:
     """Random models saved as the release saves them (``torch.save(model.state_dict())``, its key order)."""
     torch.manual_seed(seed)
@@ -377,15 +382,14 @@ def save_official(folder: Path, seed: int) -> dict[str, dict[str, torch.Tensor]]
     for part, net in parts.items():
         state = net.state_dict()
         saved[part] = OrderedDict((k, state[k].clone()) for k in layouts[part])
-        sub = "transfuse" if part == "fusion" else "autoencoder"
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-        torch.save(saved[part], folder / sub / OFFICIAL_FILES[part])
+        (folder / RANDOM[part]).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(saved[part], folder / RANDOM[part])
     return saved
 
 
 def test_load_official_round_trip_and_fuse(msrs, tmp_path: Path) -> None:
     saved = save_official(tmp_path / "crossfuse", seed=4)
-    method = create("crossfuse")
+    method = create("crossfuse", **RANDOM_OPTIONS)
     with pytest.raises(RuntimeError, match="no weights"):
         method.fuse(np.zeros((16, 16), np.float32), np.zeros((16, 16), np.float32))
     method.load_official(tmp_path / "crossfuse")
@@ -410,18 +414,29 @@ def test_load_official_round_trip_and_fuse(msrs, tmp_path: Path) -> None:
     assert not np.allclose(method.fuse(a, b), fused)
 
 
+def test_official_paths_find_the_release_layout(tmp_path: Path) -> None:
+    expected = {}
+    for part, name in OFFICIAL_FILES.items():  # upstream's models/autoencoder/ and models/transfuse/
+        expected[part] = tmp_path / "models" / ("transfuse" if part == "fusion" else "autoencoder") / name
+        expected[part].parent.mkdir(parents=True, exist_ok=True)
+        expected[part].touch()
+    assert official_paths(tmp_path) == expected
+
+
 def test_load_official_paths_and_errors(tmp_path: Path) -> None:
     save_official(tmp_path / "w", seed=5)
-    moved = tmp_path / "elsewhere.model"
-    (tmp_path / "w" / "transfuse" / OFFICIAL_FILES["fusion"]).rename(moved)
-    with pytest.raises(FileNotFoundError, match="official_fusion"):
+    with pytest.raises(FileNotFoundError, match="official_ir"):  # no file under the release's names
         create("crossfuse").load_official(tmp_path / "w")
-    create("crossfuse", official_fusion="../elsewhere.model").load_official(tmp_path / "w")  # relative
+    moved = tmp_path / "elsewhere.model"
+    (tmp_path / "w" / RANDOM["fusion"]).rename(moved)
+    with pytest.raises(FileNotFoundError, match="random_fusion"):
+        create("crossfuse", **RANDOM_OPTIONS).load_official(tmp_path / "w")
+    create("crossfuse", **{**RANDOM_OPTIONS, "official_fusion": "../elsewhere.model"}).load_official(tmp_path / "w")
 
     wrong = torch.load(moved, weights_only=True)
     del wrong["conv_gra.weight"]
     torch.save(wrong, moved)
     with pytest.raises(ValueError, match="fusion network weights do not match"):
-        create("crossfuse", official_fusion=str(moved)).load_official(tmp_path / "w")
+        create("crossfuse", **{**RANDOM_OPTIONS, "official_fusion": str(moved)}).load_official(tmp_path / "w")
     with pytest.raises(TypeError, match="unknown option"):
         create("crossfuse", strategy="l1")

@@ -72,9 +72,9 @@ def test_path_forms_resolve_to_one_prefix(shared: Path) -> None:
 
 def test_corruption_is_detected(shared: Path, tmp_path: Path) -> None:
     src = shared / MFFGAN_TF / "Lytro_model"
-    for f in src.iterdir():
-        shutil.copyfile(f, tmp_path / f.name)
-    data = tmp_path / "CGAN.model-19.data-00000-of-00001"
+    for f in src.iterdir():  # renamed: a copy under the registered names is refused before it is read
+        shutil.copyfile(f, tmp_path / f.name.replace("CGAN", "copy"))
+    data = tmp_path / "copy.model-19.data-00000-of-00001"
     raw = bytearray(data.read_bytes())
     ckpt = TFCheckpoint(tmp_path)
     entry = ckpt.entries["fusion_model/layer3/w3"]
@@ -86,7 +86,7 @@ def test_corruption_is_detected(shared: Path, tmp_path: Path) -> None:
     assert ckpt.read("fusion_model/layer5/w5").shape == (1, 1, 128, 1)  # other tensors still fine
     assert TFCheckpoint(tmp_path, verify=False).read("fusion_model/layer3/w3").shape == (3, 3, 48, 16)
 
-    index = tmp_path / "CGAN.model-19.index"
+    index = tmp_path / "copy.model-19.index"
     raw_index = bytearray(index.read_bytes())
     raw_index[40] ^= 0x20  # inside the first data block
     index.write_bytes(bytes(raw_index))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from .atomic import atomic_path
+from .atomic import atomic_path, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,8 @@ def copy_to(location: str, dest: Path, timeout: float = TIMEOUT_S) -> None:
         except IsADirectoryError:
             raise Unavailable("it is a folder, not a file") from None
         except OSError as exc:
+            if is_disk_full(exc):  # writing our copy failed, not reading the source: no other source helps
+                raise
             raise Unavailable(f"cannot read it ({exc})") from None
         return
     retry = location.startswith(("http://", "https://"))

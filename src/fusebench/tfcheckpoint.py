@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .weights import check_known_file
+
 __all__ = [
     "CheckpointError",
     "TFCheckpoint",
@@ -72,6 +74,10 @@ DT_STRING, DT_BFLOAT16 = 7, 14
 
 class CheckpointError(ValueError):
     """The files are not a readable TF tensor bundle, or fail their checksums."""
+
+
+#: what to do about an unreadable checkpoint file (said by every error that names one)
+ADVICE = "delete the checkpoint's files and fetch or copy them again (e.g. `fusebench fetch-weights NAME`)"
 
 
 # ------------------------------------------------------------------------------------------------ CRC32C
@@ -342,14 +348,19 @@ class TFCheckpoint:
         index = self.prefix.with_name(self.prefix.name + ".index")
         if not index.is_file():
             raise FileNotFoundError(f"no TF checkpoint index {index}")
+        check_known_file(index)
         self.entries: dict[str, TensorEntry] = {}
         header: tuple[int, int] | None = None
-        for key, value in _table_entries(index.read_bytes(), verify):
-            if key == b"":
-                header = _parse_header(value)
-            else:
-                name = key.decode("utf-8")
-                self.entries[name] = _parse_entry(name, value)
+        try:
+            for key, value in _table_entries(index.read_bytes(), verify):
+                if key == b"":
+                    header = _parse_header(value)
+                else:
+                    name = key.decode("utf-8")
+                    self.entries[name] = _parse_entry(name, value)
+        except CheckpointError as exc:
+            size = index.stat().st_size
+            raise CheckpointError(f"{index} ({size} bytes) is truncated or corrupt: {exc}; {ADVICE}") from None
         if header is None:
             raise CheckpointError(f"{index}: no bundle header (empty key); not a tensor bundle index")
         self.num_shards, endianness = header
@@ -379,6 +390,7 @@ class TFCheckpoint:
             path = self.shard_path(shard)
             if not path.is_file():
                 raise FileNotFoundError(f"missing TF checkpoint data shard {path}")
+            check_known_file(path)
             self._shards[shard] = path.read_bytes()
         return self._shards[shard]
 
@@ -402,11 +414,15 @@ class TFCheckpoint:
                 f"({count * dtype.itemsize} expected)"
             )
         data = self._shard(entry.shard_id)
+        shard = self.shard_path(entry.shard_id)
         if entry.offset < 0 or entry.offset + entry.size > len(data):
-            raise CheckpointError(f"{name}: bytes {entry.offset}+{entry.size} lie outside its data shard")
+            raise CheckpointError(
+                f"{shard} is truncated: it has {len(data)} bytes, but tensor {name} lies at bytes "
+                f"{entry.offset}..{entry.offset + entry.size}; {ADVICE}"
+            )
         raw = data[entry.offset : entry.offset + entry.size]
         if self.verify and entry.crc32c is not None and crc32c(raw) != _unmask(entry.crc32c):
-            raise CheckpointError(f"{name}: tensor bytes fail their CRC32C (corrupt .data file?)")
+            raise CheckpointError(f"{shard} is corrupt: the bytes of tensor {name} fail their CRC32C; {ADVICE}")
         array = np.frombuffer(raw, dtype=dtype, count=count).reshape(entry.shape)
         return array.astype(dtype.newbyteorder("="), copy=True)
 

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path
+from .atomic import atomic_path, remove_stale_temps
+from .torchfile import load_torch, save_torch
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
@@ -140,6 +141,8 @@ def train(
     changed). It is written to ``recipe.json`` beside ``model.pt``, with ``checkpoint_every``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    for target in (CHECKPOINT, FINAL, LOSS_LOG):  # temporary files of a run killed while writing them
+        remove_stale_temps(out_dir / target)
     if patches.ndim != 4 or patches.shape[1] != 2:
         raise ValueError(f"patches must be Nx2xHxW, got shape {patches.shape}")
     run = {"steps": settings.steps, "batch_size": settings.batch_size, "seed": settings.seed, **(recipe or {})}
@@ -177,8 +180,7 @@ def train(
     with atomic_path(out_dir / RECIPE) as tmp:
         tmp.write_text(json.dumps({**run, "checkpoint_every": settings.checkpoint_every}, indent=2) + "\n")
     final = out_dir / FINAL
-    with atomic_path(final) as tmp:
-        torch.save(trainer.export(), tmp)
+    save_torch(trainer.export(), final)
     return final
 
 
@@ -192,8 +194,7 @@ def save_checkpoint(trainer: Trainer, step: int, path: Path, run: Mapping[str, A
     }
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def _resume(trainer: Trainer, path: Path, run: Mapping[str, Any]) -> int:
@@ -201,7 +202,7 @@ def _resume(trainer: Trainer, path: Path, run: Mapping[str, Any]) -> int:
     after removing that checkpoint and the outputs of the old run."""
     if not path.exists():
         return 0
-    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    state = load_torch(path, trainer.device, advice=f"delete it to train {path.parent} from step 0")
     stored = state.get("recipe")
     if stored != json.dumps(run, sort_keys=True):
         changed = _changes(json.loads(stored), run) if stored else "the checkpoint records no settings"

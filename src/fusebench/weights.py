@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from .atomic import write_text_atomic
+from .atomic import DiskFullError, write_text_atomic
 from .fetch import FetchFailed, Pin, Source, fetch_pinned, file_digests
 from .fetch import git_blob_sha1 as git_blob_sha1  # the one implementation, re-exported
 from .schemas import validate
@@ -165,30 +165,59 @@ def _problems(digests: Mapping[str, Any], entry: WeightsEntry | None, recorded: 
 
 def verify_file(path: str | os.PathLike[str], entry: WeightsEntry | None = None) -> dict[str, Any]:
     """Check ``path`` against ``entry``'s ids and its sidecar (if any); return its digests or raise."""
-    path = Path(path)
+    return _verify(Path(path), [entry] if entry is not None else [])
+
+
+def _verify(path: Path, entries: list[WeightsEntry]) -> dict[str, Any]:
+    """``path``'s digests if it passes its sidecar and (when ``entries`` is not empty) the ids of one of
+    ``entries``; else a WeightsError naming the file, what differs and what to do."""
     if not path.is_file():
         raise WeightsError(f"no weights file at {path}")
-    digests = file_digests(path)
-    problems = _problems(digests, entry, read_sidecar(path))
-    if problems:
+    digests = _digests_cached(path)
+    recorded = read_sidecar(path)
+    problems = [_problems(digests, entry, recorded) for entry in entries] or [_problems(digests, None, recorded)]
+    if all(problems):
+        entry = entries[0] if len(entries) == 1 else None
         what = f" ({entry.name}: {entry.repo}@{entry.commit}:{entry.path})" if entry else ""
+        if len(entries) > 1:
+            what = f" (named like the registered weights {', '.join(e.name for e in entries)})"
         raise WeightsError(
-            f"{path}{what} failed verification: {'; '.join(problems)}. The file is corrupt or not the pinned "
-            f"one: delete it (and its {SIDECAR_SUFFIX} sidecar) and fetch it again"
+            f"{path}{what} failed verification: {'; '.join(min(problems, key=len))}. The file is corrupt or not "
+            f"the pinned one: delete it (and its {SIDECAR_SUFFIX} sidecar) and fetch it again"
             + (f" with `fusebench fetch-weights {entry.name}`" if entry else "")
         )
     return digests
 
 
+#: (path, inode, size, mtime in ns) -> digests: a file loaded again in the same process is not hashed again
+_DIGEST_CACHE: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+
+
+def _digests_cached(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGEST_CACHE:
+        _DIGEST_CACHE[key] = file_digests(path)
+    return _DIGEST_CACHE[key]
+
+
+def registered_entries(path: str | os.PathLike[str]) -> list[WeightsEntry]:
+    """The registered files ``path`` claims to be: the entries whose ``<folder>/<file>`` ends its path (where
+    fetch-weights, the workflow and the data bundle put them), else those whose file name it has."""
+    posix = "/" + Path(path).as_posix()
+    entries = list(registry().values())
+    placed = [e for e in entries if posix.endswith("/" + e.local_path)]
+    return placed or [e for e in entries if e.filename == Path(path).name]
+
+
 def check_known_file(path: str | os.PathLike[str]) -> None:
-    """Verify a weights file before loading it: its ``.sha256`` sidecar if present, and, when its name is that
-    of exactly one registered upstream file, that entry's ids. Other files pass unchecked."""
+    """Verify a weights file before every load: its ``.sha256`` sidecar if present, and, when it is a registered
+    upstream file (see :func:`registered_entries`), that entry's ids. Other files pass unchecked; a missing file
+    is left to the loader to report."""
     path = Path(path)
-    if not path.is_file():
-        return  # the loader reports the missing file
-    matches = [e for e in registry().values() if e.filename == path.name]
-    entry = matches[0] if len(matches) == 1 else None
-    verify_file(path, entry)
+    entries = registered_entries(path)
+    if path.is_file() and (entries or sidecar(path).is_file()):
+        _verify(path, entries)
 
 
 # -------------------------------------------------------------------------------------------------- fetch
@@ -278,7 +307,7 @@ def weights_command(
         return
     try:
         path = fetch_weights(name, out, mirror)
-    except WeightsError as exc:
+    except (WeightsError, DiskFullError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(str(path))

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import sys
 
 from snakemake.utils import min_version, validate
 
@@ -9,6 +10,7 @@ from fusebench.datasets import DATASETS as REGISTERED_DATASETS, with_local
 from fusebench.datasets.folders import source_files
 from fusebench.methods import METHODS, OptionError
 from fusebench.metrics import CONVENTIONS, METRICS
+from fusebench.staleness import drop_set_aside, folder_fingerprint, set_aside_stale
 from fusebench.weights import registry as weights_registry
 
 min_version("8.20")
@@ -96,9 +98,14 @@ def download_inputs(wc):
     return [str(path) for path in source_files(DATASETS.get(wc.dataset), wc.split, MIRROR or None)]
 
 
+def flag(name, value):
+    """``[name, value]``, or nothing when ``value`` is empty: an optional option for a rule's ``{params.x:q}``,
+    which quotes each item (config values never reach the shell unquoted)."""
+    return [name, str(value)] if value else []
+
+
 def max_pairs_arg(split):
-    limit = config.get("max_train_pairs" if split == "train" else "max_pairs")
-    return f"--max-pairs {limit}" if limit else ""
+    return flag("--max-pairs", config.get("max_train_pairs" if split == "train" else "max_pairs"))
 
 
 def options_json(key):
@@ -147,9 +154,9 @@ def weights_input(wc):
 def weights_arg(wc, input):
     """A checkpoint of several files is passed by its first one; the method finds the others beside it."""
     if not input.weights:
-        return ""
+        return []
     official = official_weights(wc.method, DATASETS.get(wc.dataset).task)
-    return f"{'--official' if official else '--weights'} {input.weights[0]}"
+    return flag("--official" if official else "--weights", input.weights[0])
 
 
 for _dataset in BENCH_DATASETS + sorted(set(TRAINING["train_sets"].values())):

@@ -4,7 +4,7 @@ rule download:
     output:
         directory("results/data/{dataset}/{split}"),
     params:
-        mirror=f"--mirror {MIRROR}" if MIRROR else "",
+        mirror=flag("--mirror", MIRROR),
         limit=lambda wc: max_pairs_arg(wc.split),
         source=lambda wc: source_args(wc.dataset),
     log:
@@ -15,8 +15,8 @@ rule download:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench download --dataset {wildcards.dataset} --split {wildcards.split} --out {output} "
-        "{params.mirror} {params.limit} {params.source:q} 2> {log}"
+        "fusebench download --dataset {wildcards.dataset:q} --split {wildcards.split:q} --out {output:q} "
+        "{params.mirror:q} {params.limit:q} {params.source:q} 2> {log:q}"
 
 
 rule patches:
@@ -36,5 +36,5 @@ rule patches:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench patches --dataset {wildcards.dataset} --sources {input} --out {output.patches} "
-        "--size {wildcards.size} --stride {params.stride} --min-contrast {params.min_contrast} 2> {log}"
+        "fusebench patches --dataset {wildcards.dataset:q} --sources {input:q} --out {output.patches:q} "
+        "--size {wildcards.size:q} --stride {params.stride:q} --min-contrast {params.min_contrast:q} 2> {log:q}"

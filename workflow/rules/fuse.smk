@@ -3,7 +3,7 @@ rule fetch_weights:
         "results/weights/{weights_path}",
     params:
         name=lambda wc: WEIGHTS_BY_PATH[wc.weights_path],
-        mirror=f"--mirror {WEIGHTS_MIRROR}" if WEIGHTS_MIRROR else "",
+        mirror=flag("--mirror", WEIGHTS_MIRROR),
     log:
         "results/logs/weights/{weights_path}.log",
     resources:
@@ -12,7 +12,7 @@ rule fetch_weights:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench fetch-weights {params.name} --out results/weights {params.mirror} 2> {log}"
+        "fusebench fetch-weights {params.name:q} --out results/weights {params.mirror:q} 2> {log:q}"
 
 
 rule fuse:
@@ -36,9 +36,9 @@ rule fuse:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench fuse --method {params.name} --options '{params.options}' --dataset {wildcards.dataset} "
-        "--sources {input.sources} --out {output} {params.weights} --device {params.device} "
-        "--protocol {params.protocol:q} 2> {log}"
+        "fusebench fuse --method {params.name:q} --options {params.options:q} --dataset {wildcards.dataset:q} "
+        "--sources {input.sources:q} --out {output:q} {params.weights:q} --device {params.device:q} "
+        "--protocol {params.protocol:q} 2> {log:q}"
 
 
 rule metrics:
@@ -48,13 +48,15 @@ rule metrics:
     output:
         "results/metrics/{dataset}/{method}.csv",
     params:
-        a=lambda wc: modalities(wc.dataset)[0],
-        b=lambda wc: modalities(wc.dataset)[1],
+        sources=lambda wc, input: [f"{input.sources}/{modality}" for modality in modalities(wc.dataset)],
         convention=config["metrics"]["convention"],
         names=",".join(config["metrics"]["names"]),
         backend=config["metrics"]["backend"],
         # --device only with the torch backend (the command refuses it otherwise)
         device=["--device", config["metrics"]["device"]] if config["metrics"]["backend"] == "torch" else [],
+        # not used by the command: changes when a fused image is truncated, added or removed, so Snakemake
+        # scores the folder again (its own check looks only at the folder's time)
+        fused_files=lambda wc: folder_fingerprint(f"results/fused/{wc.dataset}/{wc.method}"),
     log:
         "results/logs/metrics/{dataset}_{method}.log",
     resources:
@@ -63,7 +65,6 @@ rule metrics:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench metrics --convention {params.convention} --metrics {params.names} "
+        "fusebench metrics --convention {params.convention:q} --metrics {params.names:q} "
         "--backend {params.backend:q} {params.device:q} "
-        "--sources {input.sources}/{params.a} {input.sources}/{params.b} --fused {input.fused} "
-        "--out {output} 2> {log}"
+        "--sources {params.sources:q} --fused {input.fused:q} --out {output:q} 2> {log:q}"

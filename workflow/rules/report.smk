@@ -19,6 +19,21 @@ rule report:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench report --results results --datasets {params.datasets} --methods {params.methods} "
-        "--methods-for '{params.methods_for}' --modalities {params.modalities:q} --convention {params.convention} "
-        "--title '{params.title}' --examples {params.examples} --out {output} 2> {log}"
+        "fusebench report --results results --datasets {params.datasets:q} --methods {params.methods:q} "
+        "--methods-for {params.methods_for:q} --modalities {params.modalities:q} --convention {params.convention:q} "
+        "--title {params.title:q} --examples {params.examples:q} --out {output:q} 2> {log:q}"
+
+
+onerror:
+    # A failed run must not leave a report showing numbers of files that changed or were deleted since.
+    aside = set_aside_stale("results/report/index.html", all_metrics(None))
+    if aside:
+        print(
+            f"{aside}: the report was out of date (a metrics table changed or is missing); renamed from "
+            "index.html until a run succeeds",
+            file=sys.stderr,
+        )
+
+
+onsuccess:
+    drop_set_aside("results/report/index.html", all_metrics(None))

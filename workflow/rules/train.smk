@@ -15,6 +15,7 @@ rule train:
         checkpoint_every=lambda wc: checkpoint_every(wc.method),
         seed=TRAINING["seed"],
         device=TRAINING["device"],
+        out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/train/{method}_{dataset}.log",
     threads: TRAINING["threads"]
@@ -25,7 +26,7 @@ rule train:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench train --method {params.name} --task {params.task:q} --options '{params.options}' "
-        "--train-options '{params.train_options}' --patches {input} --out $(dirname {output}) "
-        "--steps {params.steps} --batch-size {params.batch_size} --seed {params.seed} "
-        "--checkpoint-every {params.checkpoint_every} --device {params.device} 2> {log}"
+        "fusebench train --method {params.name:q} --task {params.task:q} --options {params.options:q} "
+        "--train-options {params.train_options:q} --patches {input:q} --out {params.out:q} "
+        "--steps {params.steps:q} --batch-size {params.batch_size:q} --seed {params.seed:q} "
+        "--checkpoint-every {params.checkpoint_every:q} --device {params.device:q} 2> {log:q}"

@@ -73,6 +73,7 @@ def download_command(
 ) -> None:
     """Fetch a dataset split (mirror first, then the pinned upstream commit), sha256-checked; a config-defined
     dataset is copied from its folders and verified the same way."""
+    from ..atomic import DiskFullError
     from .download import download_split
     from .spec import local_spec
 
@@ -88,7 +89,7 @@ def download_command(
         paths = download_split(
             spec, split, target, mirror=mirror, max_pairs=max_pairs, progress=progress, archive=archive_path
         )
-    except (DatasetError, UnknownNameError, ValueError) as exc:
+    except (DatasetError, UnknownNameError, ValueError, DiskFullError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{dataset}/{split}: {len(paths) // 2} pairs ({len(paths)} files) verified in {target}")

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..torchfile import load_torch
 from ..training import Trainer
+from ..weights import check_known_file
 from .catalog import METHODS
 
 N = TypeVar("N", bound=nn.Module)
@@ -31,11 +33,13 @@ def choice(method: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def load_state(path: Path, device: str | torch.device, method: str) -> dict[str, Any]:
-    """Read a state dict file safely (``weights_only=True``); a DataParallel ``module.`` prefix is dropped."""
+    """Read a state dict file safely (``weights_only=True``) after verifying it if it is a registered official
+    file (:func:`fusebench.weights.check_known_file`); a DataParallel ``module.`` prefix is dropped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{method}: no weights file at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
+    check_known_file(path)
+    state = load_torch(path, device)
     if not isinstance(state, Mapping):
         raise ValueError(f"{method}: {path} does not hold a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}

@@ -447,15 +447,9 @@ class CDDFuse(LearnedMethod):
         self._set_net(load_state(checkpoint, device, self.name), device, checkpoint)
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
-        """Load the release's ``CDDFuse_IVF.pth`` / ``CDDFuse_MIF.pth`` (``weights_only=True``).
-
-        A ``<file>.sha256`` sidecar written by :func:`fusebench.weights.fetch_weights` is checked when
-        present, and a file named like a registered official file must have that file's pinned git blob id.
-        """
-        from ..weights import check_known_file
-
+        """Load the release's ``CDDFuse_IVF.pth`` / ``CDDFuse_MIF.pth`` (``weights_only=True``; verified against
+        its pinned git blob id and sidecar by :func:`~fusebench.methods.base.load_state`)."""
         weights = Path(weights)
-        check_known_file(weights)
         self._set_net(load_state(weights, device, self.name), device, weights)
 
     def _set_net(self, state: Mapping[str, Any], device: str, source: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ...torchfile import load_torch
 from ...training import Trainer, check_options, seeded
 from ..base import METHODS, LearnedMethod, load_state, to_image
 from .losses import MASK_KINDS, MS_SSIM_KINDS, fusion_loss, reconstruction_loss
@@ -76,7 +77,7 @@ class CrossFuse(LearnedMethod):
 
     def load(self, checkpoint: Path, device: str = "cpu") -> None:
         """Load ``model.pt`` of :class:`CrossFuseTrainer` (three state dicts in the official layout)."""
-        state = torch.load(Path(checkpoint), map_location=device, weights_only=True)
+        state = load_torch(checkpoint, device)
         if not isinstance(state, Mapping) or state.get("format") != FORMAT:
             raise ValueError(f"crossfuse: {checkpoint} is not a model.pt written by the crossfuse trainer")
         self._set(state["auto_encoder_ir"], state["auto_encoder_vi"], state["fusion"], device)
