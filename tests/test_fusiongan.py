@@ -157,9 +157,9 @@ def test_official_checkpoint_runs_with_fresh_batchnorm(tmp_path: Path) -> None:
     from fusebench.official import scipy_bytescale, scipy_luma
 
     v = synthetic_tf_variables(5)
-    write_bundle(tmp_path / "CGAN.model-3", v)
+    write_bundle(tmp_path / "synthetic.model-3", v)  # not the registered file name: that one is verified
     method = FusionGAN(bn_mode="eval")  # the official procedure ignores it
-    method.load_official(tmp_path / "CGAN.model-3.index")
+    method.load_official(tmp_path / "synthetic.model-3.index")
     assert method.net is not None
     state = method.net.state_dict()
     for i in range(1, 5):
