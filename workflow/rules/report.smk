@@ -1,15 +1,57 @@
+from fusebench.atomic import write_text_atomic
+
+
+include: "report_common.smk"
+
+
+use rule metrics as convention_metrics with:
+    output:
+        "results/metrics-by-convention/{convention}/{dataset}/{method}.csv",
+    params:
+        convention=lambda wc: wc.convention,
+    log:
+        "results/logs/metrics/{convention}/{dataset}_{method}.log",
+
+
+rule report_plan:
+    output:
+        "results/summary/plan.json",
+    params:
+        plan=report_plan(),
+    log:
+        "results/logs/report_plan.log",
+    localrule: True
+    run:
+        # the plan is data, not a command line: written as it is, no shell quoting involved
+        write_text_atomic(output[0], params.plan)
+
+
+rule summarize:
+    input:
+        plan="results/summary/plan.json",
+        metrics=all_metrics,
+        conventions=convention_metrics,
+    output:
+        expand("results/summary/{dataset}.csv", dataset=BENCH_DATASETS),
+        expand("results/summary/{table}.csv", table=SUMMARY_TABLES),
+        "results/summary/provenance.json",
+    log:
+        "results/logs/summarize.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/fusebench.yaml"
+    shell:
+        "fusebench summarize --plan {input.plan:q} --results results --out results/summary 2> {log:q}"
+
+
 rule report:
     input:
-        all_metrics,
+        plan="results/summary/plan.json",
+        summary=rules.summarize.output,
     output:
         report("results/report/index.html", caption="../report/index.rst", category="Report"),
-    params:
-        datasets=",".join(BENCH_DATASETS),
-        methods=",".join(METHOD_KEYS),
-        methods_for=";".join(f"{d}={','.join(methods_for(d))}" for d in BENCH_DATASETS),
-        convention=config["metrics"]["convention"],
-        title=config["report"]["title"],
-        examples=config["report"]["examples"],
     log:
         "results/logs/report.log",
     resources:
@@ -18,6 +60,5 @@ rule report:
     conda:
         "../../envs/fusebench.yaml"
     shell:
-        "fusebench report --results results --datasets {params.datasets} --methods {params.methods} "
-        "--methods-for '{params.methods_for}' --convention {params.convention} "
-        "--title '{params.title}' --examples {params.examples} --out {output} 2> {log}"
+        "fusebench report --plan {input.plan:q} --results results --summary results/summary "
+        "--out {output:q} 2> {log:q}"

@@ -133,3 +133,73 @@ def loss_curves(logs: Mapping[str, pd.DataFrame], method: str, path: Path) -> No
 def loss_terms(log: pd.DataFrame) -> list[str]:
     """The loss columns of a training log: every numeric column except step, epoch, learning rate, time."""
     return [c for c in log.columns if c.lower() not in NOT_LOSSES and pd.api.types.is_numeric_dtype(log[c])]
+
+
+def rank_heatmap(ranks: pd.DataFrame, path: Path) -> None:
+    """Methods x metrics coloured by rank (1 = best, dark), the rank written in each cell; the last column is the
+    mean rank over the metrics."""
+    n_methods, n_metrics = ranks.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n_metrics, 0.9 + 0.34 * n_methods), layout="constrained")
+    sns.heatmap(
+        ranks,
+        annot=True,
+        fmt=".3g",
+        cmap="YlGn_r",
+        vmin=1,
+        vmax=max(2, n_methods),
+        cbar=False,
+        linewidths=0.6,
+        linecolor="white",
+        annot_kws={"fontsize": 8},
+        ax=ax,
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(labelsize=8, length=0)
+    ax.xaxis.tick_top()
+    plt.setp(ax.get_xticklabels(), rotation=0)
+    _save(fig, path)
+
+
+def cd_diagram(ax: plt.Axes, mean_ranks: Mapping[str, float], cd: float, groups: Sequence[Sequence[str]]) -> None:
+    """One critical-difference diagram (Demšar 2006): the methods' mean ranks on an axis (1 = best, left), the
+    critical difference as a bar, and a thick line joining each group of methods not significantly different."""
+    order = sorted((r, m) for m, r in mean_ranks.items() if np.isfinite(r))
+    k = max(2, len(mean_ranks))
+    half = (len(order) + 1) // 2
+    rows = max(half, len(order) - half)
+    ax.set_xlim(0.2, k + 0.8)
+    ax.set_ylim(-(rows + 1.2), 1.6)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="#333333", linewidth=1)
+    for tick in range(1, k + 1):
+        ax.vlines(tick, 0, 0.18, color="#333333", linewidth=1)
+        ax.text(tick, 0.3, str(tick), ha="center", va="bottom", fontsize=8)
+    if np.isfinite(cd):
+        ax.hlines(1.25, 1, 1 + cd, color="#b91c1c", linewidth=2)
+        ax.text(1 + cd / 2, 1.35, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8, color="#b91c1c")
+    for i, (rank, method) in enumerate(order):
+        left = i < half
+        y = -(i + 1) if left else -(len(order) - i)
+        x_text = 0.35 if left else k + 0.65
+        ax.plot([rank, rank, x_text], [0, y, y], color="#555555", linewidth=0.8)
+        ax.text(x_text, y + 0.12, f"{method} ({rank:.2f})", ha="left" if left else "right", va="bottom", fontsize=8)
+    for j, group in enumerate(groups):
+        ranks = [mean_ranks[m] for m in group]
+        ax.hlines(-0.35 - 0.28 * j, min(ranks) - 0.05, max(ranks) + 0.05, color="#111111", linewidth=3.2)
+
+
+def cd_diagrams(panels: Sequence[tuple[str, Mapping[str, float], float, Sequence[Sequence[str]]]], path: Path) -> None:
+    """One critical-difference diagram per (title, mean ranks, critical difference, tied groups), stacked."""
+    n_cols = 2 if len(panels) > 1 else 1
+    n_rows = int(np.ceil(len(panels) / n_cols))
+    k = max(len(p[1]) for p in panels)
+    panel_h = 0.9 + 0.28 * ((k + 1) // 2 + 2)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(6.2 * n_cols, panel_h * n_rows), squeeze=False)
+    for ax, (title, ranks, cd, groups) in zip(axes.flat, panels, strict=False):
+        cd_diagram(ax, ranks, cd, groups)
+        ax.set_title(title, fontsize=10, fontweight="bold", loc="left")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    _save(fig, path)
