@@ -7,20 +7,20 @@ include: "report_common.smk"
 use rule metrics as convention_metrics with:
     output:
         "results/metrics-by-convention/{convention}/{dataset}/{method}.csv",
-    params:
-        convention=lambda wc: wc.convention,
     log:
         "results/logs/metrics/{convention}/{dataset}_{method}.log",
+    params:
+        convention=lambda wc: wc.convention,
 
 
 rule report_plan:
     output:
         "results/summary/plan.json",
-    params:
-        plan=report_plan(),
     log:
         "results/logs/report_plan.log",
     localrule: True
+    params:
+        plan=report_plan(),
     run:
         # the plan is data, not a command line: written as it is, no shell quoting involved
         write_text_atomic(output[0], params.plan)
@@ -37,11 +37,11 @@ rule summarize:
         "results/summary/provenance.json",
     log:
         "results/logs/summarize.log",
+    conda:
+        "../../envs/fusebench.yaml"
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/fusebench.yaml"
     shell:
         "fusebench summarize --plan {input.plan:q} --results results --out results/summary 2> {log:q}"
 
@@ -54,11 +54,11 @@ rule report:
         report("results/report/index.html", caption="../report/index.rst", category="Report"),
     log:
         "results/logs/report.log",
+    conda:
+        "../../envs/fusebench.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/fusebench.yaml"
     shell:
         "fusebench report --plan {input.plan:q} --results results --summary results/summary "
         "--out {output:q} 2> {log:q}"
