@@ -480,7 +480,7 @@ def _dataset_section(
         section.notes.append(f"Not every method has all {len(images)} images; fewer for: {', '.join(short)}.")
     efficiency = inputs.efficiency[inputs.efficiency["dataset"] == dataset].set_index("method")
     runtime = {m: float(efficiency.at[m, "seconds_per_pair"]) for m in d.methods}
-    protocols = {m: str(efficiency.at[m, "protocol"]) for m in d.methods if str(efficiency.at[m, "protocol"]) != "nan"}
+    protocols = {m: str(v) for m, v in efficiency["protocol"].items() if pd.notna(v) and str(v)}
     section.rows, section.runtime_unit = _leaderboard(main, metrics, d.methods, runtime, protocols, palette)
     section.significance, cd = _significance(dataset, main, inputs.significance, metrics, staging)
     section.figures = {
@@ -573,7 +573,7 @@ def _efficiency(efficiency: pd.DataFrame, plan: Plan) -> list[dict]:
             {
                 "method": method,
                 "parameters": "n/a" if not math.isfinite(params) else f"{params:,.0f}",
-                "weights": str(first["weights"]) if pd.notna(first["weights"]) else "",
+                "weights": ", ".join(dict.fromkeys(str(w) for w in part["weights"] if pd.notna(w))),
                 "device": ", ".join(sorted({str(v) for v in part["device"]})),
                 "runtime": [
                     {"dataset": r["dataset"], "ms": _fmt(float(r["seconds_per_pair"]) * 1000, 1)}

@@ -189,18 +189,16 @@ def read_recipe(model_dir: Path) -> dict[str, Any]:
 
 
 def training_run(results: Path, model: str) -> dict[str, Any]:
-    """Steps actually run (last step of loss.csv) and training seconds (recipe.json's ``train_seconds``, else a
-    time column of the log) of the model folder ``<method>/<train set>``."""
+    """Steps actually run (the last step of loss.csv), training seconds (``train_seconds`` of recipe.json, when
+    the training step recorded it) and the recipe of the model folder ``<method>/<train set>``."""
     folder = paths.model_dir(results, model)
     recipe = read_recipe(folder)
     log = folder / "loss.csv"
-    steps, seconds = math.nan, recipe.get("train_seconds", math.nan)
+    steps = math.nan
     if log.is_file() and log.stat().st_size:
         frame = pd.read_csv(log)
         steps = int(frame["step"].max()) if "step" in frame and len(frame) else len(frame)
-        timed = [c for c in ("wall_s", "seconds", "time") if c in frame]
-        if timed and not math.isfinite(float(seconds)):
-            seconds = float(pd.to_numeric(frame[timed[0]], errors="coerce").max())
+    seconds = pd.to_numeric(pd.Series([recipe.get("train_seconds")]), errors="coerce").iloc[0]
     return {"train_steps": steps, "train_seconds": float(seconds), "recipe": recipe}
 
 
