@@ -88,7 +88,12 @@ def build_results(root: Path, mirror: Path, pairs: int = 2) -> tuple[Path, Plan]
                 target = results.joinpath(*sub, dataset, f"{method}.csv")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 table.to_csv(target)
-    fusion = {"method": SCRIPT, "protocol": "official", "weights": "densefuse-gray", "device": "cpu"}
+    fusion = {
+        "method": SCRIPT,
+        "protocol": "official",
+        "weights": [{"file": "x.model", "sha256": "0" * 64}],
+        "device": "cpu",
+    }
     (results / "fused" / "TNO" / SCRIPT / "fusion.json").write_text(json.dumps(fusion))
     model = results / "models" / "max" / "MSRS"
     model.mkdir(parents=True)
@@ -96,7 +101,7 @@ def build_results(root: Path, mirror: Path, pairs: int = 2) -> tuple[Path, Plan]
     pd.DataFrame({"step": steps, "loss": 1 / np.sqrt(steps), "ssim": 0.5 / steps**0.3}).to_csv(
         model / "loss.csv", index=False
     )
-    recipe = {"steps": 200, "batch_size": 8, "patch_size": 64, "lr": 1e-3, "seed": 0, "train_seconds": 12.5}
+    recipe = {"steps": 200, "batch_size": 8, "seed": 0, "options": {"lr": 1e-3}, "train_seconds": 12.5}
     (model / "recipe.json").write_text(json.dumps(recipe))
     plan = plan_from_dict(plan_dict())
     plan.write(results / "summary" / "plan.json")

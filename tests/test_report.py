@@ -205,6 +205,7 @@ def test_page_shows_every_part(report: Path) -> None:
     for part in ("Leaderboard", "Significance", "Convention sensitivity", "Per-image table", "Zoomed", "Efficiency"):
         assert part in html, part
     assert 'id="training"' in html and "batch_size = 8" in html  # the recipe read from recipe.json
+    assert "options = {&#34;lr&#34;: 0.001}" in html
     assert 'id="provenance"' in html and "50b73dfbbcbcce4198afbce192d1a43a8d3ad826" in html
     assert "minimum (1/2 datasets)" in html  # coverage instead of a rank
     assert '<span class="protocol" title="test-time protocol (fusion.json)">official</span>' in html

@@ -553,12 +553,17 @@ def _training(results: Path, plan: Plan, staging: Path) -> tuple[list[dict], lis
                     "steps": _fmt(run["train_steps"], 0),
                     "seconds": _fmt(run["train_seconds"], 0),
                     "final": ", ".join(f"{t} = {v:.4g}" for t, v in last.items()),
-                    "recipe": ", ".join(f"{k} = {v}" for k, v in run["recipe"].items()) or "no recipe.json",
+                    "recipe": ", ".join(f"{k} = {_json_value(v)}" for k, v in run["recipe"].items())
+                    or "no recipe.json",
                 }
             )
         entries.append({"method": method, "plot": rel, "runs": rows})
     learned_official = sorted({m for per in plan.weights.values() for m, w in per.items() if "official" in w})
     return entries, learned_official
+
+
+def _json_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def _efficiency(efficiency: pd.DataFrame, plan: Plan) -> list[dict]:
