@@ -108,6 +108,11 @@ def _fmt(value: float, decimals: int) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
 
 
+def _sig(value: float) -> str:
+    """Three significant digits (run times span orders of magnitude within one column)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
 def _best_flags(values: Mapping[str, float], higher_is_better: bool | None) -> dict[str, str]:
     """method -> "best" / "second" / "" for the column ``values`` (ties share the mark; "second" only
     among three or more methods)."""
@@ -299,7 +304,6 @@ def _leaderboard(
     decimals = {m.name: decimals_for([by.loc[(k, m.name), "mean"] for k in methods]) for m in metrics}
     finite_times = [t for t in runtime.values() if math.isfinite(t)]
     unit, scale = ("ms", 1000.0) if finite_times and max(finite_times) < 1 else ("s", 1.0)
-    time_decimals = decimals_for([t * scale for t in finite_times])
     time_flags = _best_flags(runtime, higher_is_better=False)
     rank_flags = _best_flags(mean_rank.to_dict(), higher_is_better=False)
     rows = []
@@ -327,7 +331,7 @@ def _leaderboard(
                 "colour": _hex(palette[k]),
                 "protocol": protocols.get(k, ""),
                 "cells": cells,
-                "runtime": _fmt(runtime[k] * scale, time_decimals),
+                "runtime": _sig(runtime[k] * scale),
                 "runtime_value": "" if not math.isfinite(runtime[k]) else repr(runtime[k]),
                 "runtime_flag": time_flags[k],
                 "rank": _fmt(rank, 2),
@@ -397,7 +401,8 @@ def _sensitivity(dataset: str, summary_table: pd.DataFrame, taus: pd.DataFrame) 
         for pair in pairs:
             tau = float(mine.get(pair, math.nan))
             tau_cells.append({"text": _fmt(tau, 2), "low": math.isfinite(tau) and tau < 1})
-        rows.append({"metric": metric, "rankings": rankings, "taus": tau_cells, "changed": bool(changed)})
+        same = ", ".join(f"{e['rank']}. {e['method']}" for e in rankings[0])
+        rows.append({"metric": metric, "rankings": rankings, "taus": tau_cells, "changed": bool(changed), "same": same})
     return {"conventions": conventions, "pairs": [f"{a} / {b}" for a, b in pairs], "rows": rows}
 
 
@@ -581,7 +586,7 @@ def _efficiency(efficiency: pd.DataFrame, plan: Plan) -> list[dict]:
                 "weights": ", ".join(dict.fromkeys(str(w) for w in part["weights"] if pd.notna(w))),
                 "device": ", ".join(sorted({str(v) for v in part["device"]})),
                 "runtime": [
-                    {"dataset": r["dataset"], "ms": _fmt(float(r["seconds_per_pair"]) * 1000, 1)}
+                    {"dataset": r["dataset"], "ms": _sig(float(r["seconds_per_pair"]) * 1000)}
                     for _, r in part.iterrows()
                 ],
                 "steps": _fmt(float(first["train_steps"]), 0) if pd.notna(first["train_steps"]) else "\u2013",
