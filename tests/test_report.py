@@ -1,10 +1,12 @@
-"""The HTML report, rendered from a small real results tree (TNO and Harvard MRI-CT test pairs)."""
+"""`fusebench summarize` and the HTML report, from a small real results tree (TNO, MSRS, Harvard MRI-CT pairs
+scored by fusebench's metrics under two conventions; see report_helpers)."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -12,90 +14,160 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from report_helpers import CONVENTIONS, DATASETS, RUN_ON, SCRIPT, SECONDS, TITLE, build_results, plan_dict
 
-from fusebench.imageio import list_images, read_image, write_png
-from fusebench.report import MissingResultError, render_report
-from fusebench.report.cli import parse_modalities
-
-DATASETS = {"TNO": ("ir", "vi"), "Harvard-MRI-CT": ("mri", "ct")}
-SCRIPT = "<script>"
-METHODS = ["average", "max", SCRIPT]
-FUSE = {"average": lambda a, b: (a + b) / 2, "max": np.maximum, SCRIPT: np.minimum}
-SECONDS = {"average": 0.02, "max": 0.01, SCRIPT: 0.03}
+from fusebench.report import MissingResultError, Plan, PlanError, plan_from_dict, render_report, summarize
+from fusebench.report import summary as summary_module
+from fusebench.report.render import disagreement_region
 
 
-@dataclass(frozen=True)
-class _Metric:
-    name: str
-    higher_is_better: bool
-    reference: str
-    description: str
+@pytest.fixture(scope="module")
+def tree(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Plan]:
+    results, plan = build_results(tmp_path_factory.mktemp("report"), mirror)
+    summarize(results, plan, results / "summary")
+    return results, plan
 
 
-@pytest.fixture(scope="module", autouse=True)
-def metric_registry():
-    """fusebench.metrics.METRICS; a stand-in with the same API only while that module cannot be imported."""
-    try:
-        from fusebench.metrics import METRICS  # noqa: F401
-
-        yield
-        return
-    except ImportError:
-        pass
-    import fusebench.metrics as module
-    from fusebench.registry import Registry
-
-    standin = Registry("metric")
-    standin.add("EN", _Metric("EN", True, "Roberts et al. 2008", "Shannon entropy of the fused image"))
-    standin.add("SD", _Metric("SD", True, "Rao 1997", "Standard deviation (contrast) of the fused image"))
-    standin.add("RMSE", _Metric("RMSE", False, "Jagalingam 2015", "Root mean squared error to the sources"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(module, "METRICS", standin, raising=False)
-        yield
+@pytest.fixture(scope="module")
+def report(tree: tuple[Path, Plan]) -> Path:
+    results, plan = tree
+    return render_report(results, plan, results / "summary", results / "report" / "index.html")
 
 
-def _gray(path: Path) -> np.ndarray:
-    image = read_image(path)
-    return image.mean(axis=2) if image.ndim == 3 else image
+@pytest.fixture
+def fresh(tree: tuple[Path, Plan], tmp_path: Path) -> Path:
+    """A copy of the summarized results tree that a test may break (without its report)."""
+    copy = tmp_path / "results"
+    shutil.copytree(tree[0], copy, ignore=shutil.ignore_patterns("report"))
+    return copy
 
 
-def _entropy(image: np.ndarray) -> float:
-    hist = np.bincount(np.rint(image * 255).astype(np.int64).ravel(), minlength=256) / image.size
-    hist = hist[hist > 0]
-    return float(-(hist * np.log2(hist)).sum())
+def _summary(results: Path, name: str) -> pd.DataFrame:
+    return summary_module.read_csv(results / "summary" / name)
 
 
-def build_results(root: Path, mirror: Path, pairs: int = 2) -> Path:
-    """results/ with sources, fused images, runtime and metrics CSVs for METHODS, and one training log."""
-    results = root / "results"
-    for dataset, (mod_a, mod_b) in DATASETS.items():
-        found = {m: list_images(mirror / dataset / "test" / m) for m in (mod_a, mod_b)}
-        names = sorted(set(found[mod_a]) & set(found[mod_b]))[:pairs]
-        rows: dict[str, list[dict]] = {m: [] for m in METHODS}
-        for name in names:
-            for mod in (mod_a, mod_b):
-                target = results / "data" / dataset / "test" / mod / found[mod][name].name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(found[mod][name], target)
-            a, b = _gray(found[mod_a][name]), _gray(found[mod_b][name])
-            for method in METHODS:
-                fused = np.clip(FUSE[method](a, b), 0, 1).astype(np.float32)
-                write_png(results / "fused" / dataset / method / f"{name}.png", fused)
-                rmse = float(np.mean([np.sqrt(np.mean((fused - s) ** 2)) for s in (a, b)]))
-                rows[method].append({"image": name, "EN": _entropy(fused), "SD": fused.std() * 255, "RMSE": rmse})
-        for method in METHODS:
-            runtime = results / "fused" / dataset / method / "runtime.csv"
-            pd.DataFrame({"image": names, "seconds": SECONDS[method]}).to_csv(runtime, index=False)
-            if method == "max":  # written by `fusebench fuse`; the other methods stand for older results
-                (runtime.parent / "fusion.json").write_text('{"method": "max", "protocol": "official"}')
-            metrics = results / "metrics" / dataset / f"{method}.csv"
-            metrics.parent.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows[method]).to_csv(metrics, index=False)
-    log = results / "models" / "max" / "MSRS" / "loss.csv"
-    log.parent.mkdir(parents=True)
-    steps = np.arange(1, 201)
-    pd.DataFrame({"step": steps, "loss": 1 / np.sqrt(steps), "ssim": 0.5 / steps**0.3}).to_csv(log, index=False)
-    return results
+# --------------------------------------------------------------------------- summary tables
+
+
+def test_dataset_summary_matches_the_per_image_values(tree: tuple[Path, Plan]) -> None:
+    results, _ = tree
+    for dataset in DATASETS:
+        table = _summary(results, f"{dataset}.csv")
+        assert list(dict.fromkeys(table["convention"])) == CONVENTIONS
+        for convention in CONVENTIONS:
+            part = table[table["convention"] == convention].set_index(["method", "metric"])
+            for method in RUN_ON[dataset]:
+                sub = ["metrics"] if convention == CONVENTIONS[0] else ["metrics-by-convention", convention]
+                values = pd.read_csv(results.joinpath(*sub, dataset, f"{method}.csv")).set_index("image")
+                for metric, column in values.items():
+                    row = part.loc[(method, metric)]
+                    assert row["n"] == len(column)
+                    assert row["mean"] == pytest.approx(column.mean())
+                    assert row["std"] == pytest.approx(column.std(ddof=1))
+                    assert row["median"] == pytest.approx(column.median())
+                    assert row["ci_low"] <= row["mean"] <= row["ci_high"]
+            for metric, higher in (("EN", True), ("RMSE", False)):
+                means = part.xs(metric, level="metric")["mean"]
+                best = means.idxmax() if higher else means.idxmin()
+                assert part.loc[(best, metric), "rank"] == part.xs(metric, level="metric")["rank"].min()
+
+
+def test_summary_csvs_carry_the_provenance_header(tree: tuple[Path, Plan]) -> None:
+    results, _ = tree
+    record = json.loads((results / "summary" / "provenance.json").read_text())
+    assert record["metric_convention"] == "vifb" and record["config_sha256"] == "0" * 64
+    assert set(record["test_set_sha256"]) == set(DATASETS)
+    assert record["weights"]["densefuse-gray"]["git_blob_sha1"] == "50b73dfbbcbcce4198afbce192d1a43a8d3ad826"
+    text = (results / "summary" / "TNO.csv").read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert f"# git_commit: {record['git_commit']}" in header
+    assert f"# test_set_sha256 TNO: {record['test_set_sha256']['TNO']}" in header
+    assert not any("MSRS" in line for line in header)  # only this dataset's test set
+    assert any(line.startswith("# weights densefuse-gray: ") for line in header)
+
+
+def test_test_set_hash_changes_with_any_image(tree: tuple[Path, Plan], tmp_path: Path) -> None:
+    from fusebench.report.provenance import folder_sha256
+
+    results, _ = tree
+    folder = results / "data" / "TNO" / "test"
+    before = folder_sha256(folder)
+    copy = tmp_path / "test"
+    shutil.copytree(folder, copy)
+    assert folder_sha256(copy) == before
+    image = next((copy / "ir").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")
+    assert folder_sha256(copy) != before
+
+
+def test_ranks_and_overall_rank_within_tasks_on_common_datasets(tree: tuple[Path, Plan]) -> None:
+    results, _ = tree
+    ranks = _summary(results, "ranks.csv")
+    assert set(ranks["task"]) == {"ivif", "mif"} and set(ranks["convention"]) == set(CONVENTIONS)
+    mean = ranks[(ranks["metric"] == "mean") & (ranks["convention"] == "vifb") & (ranks["dataset"] == "TNO")]
+    per_metric = ranks[(ranks["metric"] != "mean") & (ranks["convention"] == "vifb") & (ranks["dataset"] == "TNO")]
+    expected = per_metric.groupby("method")["rank"].mean()
+    assert mean.set_index("method")["rank"].to_dict() == pytest.approx(expected.to_dict())
+
+    overall = _summary(results, "overall.csv")
+    ivif = overall[overall["task"] == "ivif"].set_index("method")
+    assert math.isnan(ivif.loc["minimum", "mean_rank"])  # run on TNO only: listed, not ranked
+    assert ivif.loc["minimum", "datasets_run"] == 1 and ivif.loc["minimum", "datasets_in_task"] == 2
+    ranked = ivif.dropna(subset=["mean_rank"])
+    assert set(ranked.index) == {"average", "max", SCRIPT}
+    for method, row in ranked.iterrows():
+        assert row["mean_rank"] == pytest.approx((row["TNO"] + row["MSRS"]) / 2), method
+    assert set(overall[overall["task"] == "mif"]["method"]) == set(RUN_ON["Harvard-MRI-CT"])
+
+
+def test_significance_and_conventions_tables(tree: tuple[Path, Plan]) -> None:
+    results, _ = tree
+    significance = _summary(results, "significance.csv").set_index(["dataset", "metric"])
+    tno = significance.loc[("TNO", "EN")]
+    assert tno["methods"] == 4 and tno["images"] == 2 and 0 <= tno["friedman_p"] <= 1
+    assert tno["nemenyi_cd"] == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 2)), abs=5e-3)
+    conventions = _summary(results, "conventions.csv")
+    assert set(zip(conventions["convention_a"], conventions["convention_b"], strict=True)) == {tuple(CONVENTIONS)}
+    for _, row in conventions.iterrows():
+        changed = row["changed"] if isinstance(row["changed"], str) else ""
+        assert (row["kendall_tau"] == 1) == (changed == ""), row.to_dict()
+
+
+def test_efficiency_table(tree: tuple[Path, Plan]) -> None:
+    results, _ = tree
+    efficiency = _summary(results, "efficiency.csv").set_index(["dataset", "method"])
+    for dataset in DATASETS:
+        for method in RUN_ON[dataset]:
+            assert efficiency.loc[(dataset, method), "seconds_per_pair"] == pytest.approx(SECONDS[method])
+    script = efficiency.loc[("TNO", SCRIPT)]
+    assert script["device"] == "cpu" and script["protocol"] == "official"  # from fusion.json
+    assert efficiency.loc[("TNO", "average"), "parameters"] == 0  # classical
+    trained = efficiency.loc[("TNO", "max")]
+    assert trained["train_steps"] == 200 and trained["train_seconds"] == 12.5  # loss.csv, recipe.json
+
+
+def test_summarize_names_a_missing_input(tree: tuple[Path, Plan], fresh: Path) -> None:
+    results, plan = fresh, tree[1]
+    shutil.rmtree(results / "summary")
+    missing = results / "metrics-by-convention" / "cddfuse" / "MSRS" / "max.csv"
+    missing.unlink()
+    with pytest.raises(MissingResultError, match="rule 'convention_metrics'") as info:
+        summarize(results, plan, results / "summary")
+    assert str(missing) in str(info.value)
+    assert not (results / "summary" / "TNO.csv").exists()  # nothing written before the inputs are all there
+
+
+def test_plan_errors_name_the_key(tmp_path: Path) -> None:
+    data = plan_dict()
+    data["datasets"][0]["methods"] = ["average", "nope"]
+    with pytest.raises(PlanError, match=r"datasets\['TNO'\]\.methods names methods not in 'methods'"):
+        plan_from_dict(data, "p.json")
+    del data["convention"]
+    with pytest.raises(PlanError, match="p.json: missing key 'convention'"):
+        plan_from_dict(data, "p.json")
+
+
+# --------------------------------------------------------------------------- the page
 
 
 class _Page(HTMLParser):
@@ -112,7 +184,7 @@ class _Page(HTMLParser):
         for key in ("src", "href"):
             if a.get(key) and not a[key].startswith(("#", "http:", "https:", "data:")):
                 self.links.append(a[key])
-        if tag == "table" and "data-dataset" in a:
+        if tag == "table" and "leaderboard" in (a.get("class") or ""):
             self.dataset = a["data-dataset"]
         if tag == "td" and "data-metric" in a and self.dataset:
             classes = (a.get("class") or "").split()
@@ -124,40 +196,20 @@ class _Page(HTMLParser):
             self.dataset = ""
 
 
-@pytest.fixture(scope="module")
-def report(mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("report")
-    results = build_results(root, mirror)
-    out = results / "report" / "index.html"
-    render_report(
-        results,
-        list(DATASETS),
-        METHODS,
-        out,
-        dict(DATASETS),
-        title="fusebench <test> report",
-        descriptions={SCRIPT: "minimum of the sources & a hostile name"},
-    )
-    return out
-
-
-def test_page_names_everything(report: Path) -> None:
+def test_page_shows_every_part(report: Path) -> None:
     html = report.read_text(encoding="utf-8")
     for name in [*DATASETS, "average", "max", "EN", "SD", "RMSE", "ir", "vi", "mri", "ct"]:
         assert name in html
-    assert "fusebench &lt;test&gt; report" in html
-    assert re.search(r"<dt>test images</dt><dd>4</dd>", html)
-    assert "vifb" in html
-    assert 'id="training"' in html and "MSRS" in html  # max's loss log (trained on MSRS)
-    assert "minimum of the sources &amp; a hostile name" in html
-
-
-def test_methods_table_shows_the_protocol(report: Path) -> None:
-    """The protocol recorded in fusion.json beside the fused images; a dash where none is recorded."""
-    html = report.read_text(encoding="utf-8")
-    glossary = html[html.index('<section id="methods">') :]
-    assert re.search(r">max</td>\s*<td>[^<]*</td>\s*<td>official</td>", glossary)
-    assert re.search(r">average</td>\s*<td>[^<]*</td>\s*<td>\u2013</td>", glossary)
+    assert "Lee&#39;s &lt;fusion&gt; benchmark $(touch hacked) &#34;quoted&#34;" in html  # autoescaped
+    assert re.search(r"<dt>test images</dt><dd>6</dd>", html)
+    for part in ("Leaderboard", "Significance", "Convention sensitivity", "Per-image table", "Zoomed", "Efficiency"):
+        assert part in html, part
+    assert 'id="training"' in html and "batch_size = 8" in html  # the recipe read from recipe.json
+    assert "options = {&#34;lr&#34;: 0.001}" in html
+    assert 'id="provenance"' in html and "50b73dfbbcbcce4198afbce192d1a43a8d3ad826" in html
+    assert "minimum (1/2 datasets)" in html  # coverage instead of a rank
+    assert '<span class="protocol" title="test-time protocol (fusion.json)">official</span>' in html
+    assert "of the sources &amp; co" in html
 
 
 def test_method_names_are_escaped(report: Path) -> None:
@@ -171,15 +223,15 @@ def test_best_values_are_marked(report: Path) -> None:
     page.feed(report.read_text(encoding="utf-8"))
     results = report.parent.parent
     for dataset in DATASETS:
-        means = {m: pd.read_csv(results / "metrics" / dataset / f"{m}.csv").mean(numeric_only=True) for m in METHODS}
-        for metric, higher in (("EN", True), ("SD", True), ("RMSE", False)):
-            values = {m: means[m][metric] for m in METHODS}
+        methods = RUN_ON[dataset]
+        means = {m: pd.read_csv(results / "metrics" / dataset / f"{m}.csv").mean(numeric_only=True) for m in methods}
+        for metric, higher in (("EN", True), ("SD", True), ("Qabf", True)):
+            values = {m: means[m][metric] for m in methods}
             best = (max if higher else min)(values, key=values.get)
-            marked = {m for m in METHODS if page.marked[(dataset, metric, m)] == "best"}
-            assert marked == {best}, (dataset, metric, values)
+            assert {m for m in methods if page.marked[(dataset, metric, m)] == "best"} == {best}, (dataset, metric)
             second = sorted(values, key=values.get, reverse=higher)[1]
             assert page.marked[(dataset, metric, second)] == "second"
-        assert {m for m in METHODS if page.marked[(dataset, "runtime", m)] == "best"} == {"max"}
+        assert {m for m in methods if page.marked[(dataset, "runtime", m)] == "best"} == {"max"}
 
 
 def test_assets_exist_and_stay_small(report: Path) -> None:
@@ -190,70 +242,65 @@ def test_assets_exist_and_stay_small(report: Path) -> None:
         assert not Path(link).is_absolute() and ".." not in link
         assert (report.parent / link).is_file(), link
     assets = report.parent / "assets"
-    thumbs = [p for p in assets.rglob("*.jpg")]
-    assert len(thumbs) == 2 * 2 * (2 + len(METHODS))  # datasets x pairs x (sources + methods)
-    for thumb in thumbs:
+    tiles = sum(2 + len(RUN_ON[d]) for d in DATASETS)  # one example pair: sources + methods
+    assert len(list(assets.rglob("*.jpg"))) == tiles and len(list(assets.rglob("*__crop.png"))) == tiles
+    for thumb in assets.rglob("*.jpg"):
         with Image.open(thumb) as image:
             assert max(image.size) <= 256
-    assert len(list(assets.glob("*/metrics.png"))) == len(DATASETS)
+    for figure in ("metrics.png", "cd.png", "ranks.png"):
+        assert len(list(assets.glob(f"*/{figure}"))) == len(DATASETS), figure
     assert (assets / "training" / "max.png").is_file()
     assert sum(p.stat().st_size for p in assets.rglob("*") if p.is_file()) < 5_000_000
-    # nothing half-written left behind
-    assert not [p.name for p in report.parent.iterdir() if p.name.startswith(".")]
+    assert not [p.name for p in report.parent.iterdir() if p.name.startswith(".")]  # nothing half-written
+
+
+def test_crop_region_is_where_methods_differ() -> None:
+    a = np.zeros((64, 80), np.uint8)
+    b = a.copy()
+    b[40:56, 60:76] = 255
+    top, left, side = disagreement_region([a, b], fraction=0.25)
+    assert side == 16 and (top, left) == (40, 60)
 
 
 @pytest.mark.parametrize(
-    ("missing", "rule"),
-    [("metrics/TNO/max.csv", "metrics"), ("fused/Harvard-MRI-CT/average/runtime.csv", "fuse")],
+    ("pattern", "rule"),
+    [("summary/overall.csv", "summarize"), ("fused/Harvard-MRI-CT/average/*.png", "fuse")],
 )
-def test_missing_input_names_file_and_rule(mirror: Path, tmp_path: Path, missing: str, rule: str) -> None:
-    results = build_results(tmp_path, mirror, pairs=1)
-    (results / missing).unlink()
+def test_missing_input_names_file_and_rule(tree: tuple[Path, Plan], fresh: Path, pattern: str, rule: str) -> None:
+    results, plan = fresh, tree[1]
+    missing = sorted(results.glob(pattern))[0]
+    missing.unlink()
     out = results / "report" / "index.html"
     with pytest.raises(MissingResultError) as info:
-        render_report(results, list(DATASETS), METHODS, out, dict(DATASETS))
-    assert str(results / missing) in str(info.value) and f"rule '{rule}'" in str(info.value)
-    assert not out.exists()
-    assert not list(out.parent.iterdir())  # the staging folder is cleaned up
+        render_report(results, plan, results / "summary", out)
+    assert str(missing) in str(info.value) and f"rule '{rule}'" in str(info.value)
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # the staging folder is cleaned up
 
 
-def test_missing_fused_image_names_file(mirror: Path, tmp_path: Path) -> None:
-    results = build_results(tmp_path, mirror, pairs=1)
-    fused = next((results / "fused" / "TNO" / SCRIPT).glob("*.png"))
-    fused.unlink()
-    with pytest.raises(MissingResultError, match="rule 'fuse'") as info:
-        render_report(results, ["TNO"], METHODS, results / "report" / "index.html", dict(DATASETS))
-    assert str(fused) in str(info.value)
-
-
-def test_parse_modalities() -> None:
-    assert parse_modalities("TNO=ir,vi; Harvard-MRI-CT=mri,ct;") == {
-        "TNO": ("ir", "vi"),
-        "Harvard-MRI-CT": ("mri", "ct"),
-    }
-    assert parse_modalities("") == {}
-    with pytest.raises(Exception, match="e.g. TNO=ir,vi"):
-        parse_modalities("TNO=ir")
-
-
-def test_report_command(mirror: Path, tmp_path: Path) -> None:
+def test_commands_read_the_plan_file(fresh: Path, tmp_path: Path) -> None:
     import typer
+    from markupsafe import escape
     from typer.testing import CliRunner
 
-    from fusebench.report.cli import report_command
+    from fusebench.report.cli import report_command, summarize_command
 
-    app = typer.Typer()
-    app.command()(report_command)
-    results = build_results(tmp_path, mirror, pairs=1)
-    out = tmp_path / "site" / "index.html"
-    (results / "metrics" / "Harvard-MRI-CT" / "max.csv").unlink()  # max is not run on Harvard-MRI-CT
-    args = ["--results", str(results), "--datasets", "TNO,Harvard-MRI-CT", "--methods", "average,max"]
-    args += ["--out", str(out), "--modalities", "TNO=vi,ir", "--title", "CLI report", "--examples", "1"]
-    args += ["--methods-for", "Harvard-MRI-CT=average"]
-    result = CliRunner().invoke(app, args)
+    results, summary, page = fresh, tmp_path / "summary", tmp_path / "site" / "index.html"
+    plan = tmp_path / "plan.json"
+    data = plan_dict()
+    data["datasets"] = data["datasets"][:1]  # TNO only: one dataset's figures are enough here
+    plan.write_text(json.dumps(data))
+    runner = CliRunner()
+
+    def invoke(command, *args: str):  # noqa: ANN202
+        app = typer.Typer()
+        app.command()(command)
+        return runner.invoke(app, ["--plan", str(plan), "--results", str(results), *args])
+
+    result = invoke(summarize_command, "--out", str(summary))
     assert result.exit_code == 0, result.output
-    html = out.read_text(encoding="utf-8")
-    assert "CLI report" in html and "&lt;script&gt;" not in html  # only the methods asked for
-    assert html.index("source: vi") < html.index("source: ir")  # the order given
-    assert "source: mri" in html  # Harvard-MRI-CT's registered modalities
-    assert 'title="not run on this dataset"' in html
+    result = invoke(report_command, "--summary", str(summary), "--out", str(page))
+    assert result.exit_code == 0, result.output
+    assert str(escape(TITLE)) in page.read_text(encoding="utf-8")
+    plan = tmp_path / "nope.json"
+    result = invoke(summarize_command)
+    assert result.exit_code != 0 and "rule 'report_plan'" in result.output

@@ -10,7 +10,7 @@ import typer
 
 from .datasets.cli import download_command, list_command
 from .metrics.cli import metrics_command
-from .report.cli import report_command
+from .report.cli import report_command, summarize_command
 from .weights import weights_command
 
 app = typer.Typer(
@@ -28,7 +28,10 @@ app.command("metrics", help="Score fused images against their sources; one CSV r
 app.command("fetch-weights", help="Fetch the authors' pinned weights (mirror first), verified by blob id.")(
     weights_command
 )
-app.command("report", help="Render the HTML report from the metrics tables and fused images.")(report_command)
+app.command("summarize", help="Summary tables (mean, CI, ranks, significance, conventions) from the metrics.")(
+    summarize_command
+)
+app.command("report", help="Render the HTML report from the summary tables and fused images.")(report_command)
 
 JsonOption = Annotated[str, typer.Option(help="Method options as a JSON object (from the config).")]
 

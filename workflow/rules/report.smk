@@ -1,27 +1,67 @@
+from fusebench.atomic import write_text_atomic
+
+
+include: "report_common.smk"
+
+
+use rule metrics as convention_metrics with:
+    output:
+        "results/metrics-by-convention/{convention}/{dataset}/{method}.csv",
+    log:
+        "results/logs/metrics/{convention}/{dataset}_{method}.log",
+    params:
+        convention=lambda wc: wc.convention,
+
+
+rule report_plan:
+    output:
+        "results/summary/plan.json",
+    log:
+        "results/logs/report_plan.log",
+    localrule: True
+    params:
+        plan=report_plan(),
+    run:
+        # the plan is data, not a command line: written as it is, no shell quoting involved
+        write_text_atomic(output[0], params.plan)
+
+
+rule summarize:
+    input:
+        plan="results/summary/plan.json",
+        metrics=all_metrics,
+        conventions=convention_metrics,
+    output:
+        expand("results/summary/{dataset}.csv", dataset=BENCH_DATASETS),
+        expand("results/summary/{table}.csv", table=SUMMARY_TABLES),
+        "results/summary/provenance.json",
+    log:
+        "results/logs/summarize.log",
+    conda:
+        "../../envs/fusebench.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "fusebench summarize --plan {input.plan:q} --results results --out results/summary 2> {log:q}"
+
+
 rule report:
     input:
-        all_metrics,
+        plan="results/summary/plan.json",
+        summary=rules.summarize.output,
     output:
         report("results/report/index.html", caption="../report/index.rst", category="Report"),
-    params:
-        datasets=",".join(BENCH_DATASETS),
-        methods=",".join(METHOD_KEYS),
-        methods_for=";".join(f"{d}={','.join(methods_for(d))}" for d in BENCH_DATASETS),
-        modalities=";".join(f"{d}={','.join(modalities(d))}" for d in BENCH_DATASETS),
-        convention=config["metrics"]["convention"],
-        title=config["report"]["title"],
-        examples=config["report"]["examples"],
     log:
         "results/logs/report.log",
+    conda:
+        "../../envs/fusebench.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/fusebench.yaml"
     shell:
-        "fusebench report --results results --datasets {params.datasets:q} --methods {params.methods:q} "
-        "--methods-for {params.methods_for:q} --modalities {params.modalities:q} --convention {params.convention:q} "
-        "--title {params.title:q} --examples {params.examples:q} --out {output:q} 2> {log:q}"
+        "fusebench report --plan {input.plan:q} --results results --summary results/summary "
+        "--out {output:q} 2> {log:q}"
 
 
 onerror:

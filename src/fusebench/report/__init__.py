@@ -1,8 +1,19 @@
-"""The static HTML benchmark report: leaderboards, metric plots, example images, training curves."""
+"""The benchmark report: summary tables (``fusebench summarize``) and the static HTML page rendered from them."""
 
 from __future__ import annotations
 
 from .paths import PRODUCERS, MissingResultError
-from .render import applicable_methods, infer_modalities, render_report
+from .plan import Plan, PlanError, plan_from_dict, read_plan
+from .render import render_report
+from .summary import summarize
 
-__all__ = ["PRODUCERS", "MissingResultError", "applicable_methods", "infer_modalities", "render_report"]
+__all__ = [
+    "PRODUCERS",
+    "MissingResultError",
+    "Plan",
+    "PlanError",
+    "plan_from_dict",
+    "read_plan",
+    "render_report",
+    "summarize",
+]

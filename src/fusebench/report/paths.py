@@ -5,9 +5,13 @@
     results/data/<dataset>/test/<modality>/<pair>.<ext>     source images
     results/fused/<dataset>/<method>/<pair>.png             fused images
     results/fused/<dataset>/<method>/runtime.csv            columns: image, seconds
-    results/fused/<dataset>/<method>/fusion.json            method, protocol, weights (optional)
-    results/metrics/<dataset>/<method>.csv                  columns: image, <metric>...
+    results/fused/<dataset>/<method>/fusion.json            what the fuse step ran (protocol, weights, device)
+    results/metrics/<dataset>/<method>.csv                  columns: image, <metric>... (the main convention)
+    results/metrics-by-convention/<convention>/<dataset>/<method>.csv   the same under another convention
     results/models/<method>/<train_dataset>/loss.csv        training log: step, <loss>... (learned methods)
+    results/models/<method>/<train_dataset>/recipe.json     training settings actually used (when written)
+    results/summary/plan.json                               what the run benchmarks (fusebench.report.plan)
+    results/summary/*.csv, provenance.json                  `fusebench summarize` (fusebench.report.summary)
 
 Every missing input is reported by :class:`MissingResultError`, which names the file and the rule that
 writes it.
@@ -17,13 +21,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+RECIPE = "recipe.json"
+
 #: which workflow rule writes each kind of result (named in error messages)
 PRODUCERS: dict[str, str] = {
     "data": "download",
     "fused": "fuse",
     "runtime": "fuse",
     "metrics": "metrics",
-    "loss": "train",
+    "convention_metrics": "convention_metrics",
+    "summary": "summarize",
 }
 
 
@@ -56,26 +63,17 @@ def runtime_csv(results: Path, dataset: str, method: str) -> Path:
     return fused_dir(results, dataset, method) / "runtime.csv"
 
 
-def fusion_json(results: Path, dataset: str, method: str) -> Path:
-    """Written by ``fusebench fuse``: method, protocol and weights of the fused images."""
-    return fused_dir(results, dataset, method) / "fusion.json"
-
-
 def metrics_csv(results: Path, dataset: str, method: str) -> Path:
     return Path(results) / "metrics" / dataset / f"{method}.csv"
 
 
-def models_dir(results: Path, method: str) -> Path:
-    return Path(results) / "models" / method
+def convention_metrics_csv(results: Path, dataset: str, method: str, convention: str, main: str) -> Path:
+    """The per-image scores under ``convention``; those of the ``main`` convention are the metrics rule's."""
+    if convention == main:
+        return metrics_csv(results, dataset, method)
+    return Path(results) / "metrics-by-convention" / convention / dataset / f"{method}.csv"
 
 
-def loss_csv(results: Path, method: str, train_dataset: str) -> Path:
-    return models_dir(results, method) / train_dataset / "loss.csv"
-
-
-def loss_logs(results: Path, method: str) -> dict[str, Path]:
-    """``train_dataset -> loss.csv`` for every training run of ``method`` that has a log (maybe none)."""
-    folder = models_dir(results, method)
-    if not folder.is_dir():
-        return {}
-    return {p.parent.name: p for p in sorted(folder.glob("*/loss.csv")) if p.is_file()}
+def model_dir(results: Path, model: str) -> Path:
+    """``model`` is ``<method>/<train_dataset>`` as in the plan's weights."""
+    return Path(results) / "models" / model

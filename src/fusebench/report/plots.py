@@ -133,3 +133,88 @@ def loss_curves(logs: Mapping[str, pd.DataFrame], method: str, path: Path) -> No
 def loss_terms(log: pd.DataFrame) -> list[str]:
     """The loss columns of a training log: every numeric column except step, epoch, learning rate, time."""
     return [c for c in log.columns if c.lower() not in NOT_LOSSES and pd.api.types.is_numeric_dtype(log[c])]
+
+
+def rank_heatmap(ranks: pd.DataFrame, path: Path) -> None:
+    """Methods x metrics coloured by rank (1 = best, dark), the rank written in each cell; the last column is the
+    mean rank over the metrics."""
+    n_methods, n_metrics = ranks.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * n_metrics, 0.9 + 0.34 * n_methods), layout="constrained")
+    sns.heatmap(
+        ranks,
+        annot=True,
+        fmt=".3g",
+        cmap="YlGn_r",
+        vmin=1,
+        vmax=max(2, n_methods),
+        cbar=False,
+        linewidths=0.6,
+        linecolor="white",
+        annot_kws={"fontsize": 8},
+        ax=ax,
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(labelsize=8, length=0)
+    ax.xaxis.tick_top()
+    plt.setp(ax.get_xticklabels(), rotation=0)
+    plt.setp(ax.get_yticklabels(), rotation=0)
+    _save(fig, path)
+
+
+#: vertical layout of a critical-difference diagram, in data units below the rank axis
+_CD_GROUP_STEP = 0.3
+_CD_LABEL_STEP = 0.6
+
+
+def _cd_height(n_methods: int, n_groups: int) -> float:
+    """Data units a diagram needs: the CD bar above the axis, the group bars, then one label row per method on
+    the side with more labels."""
+    return 1.8 + _CD_GROUP_STEP * n_groups + _CD_LABEL_STEP * ((n_methods + 1) // 2) + 0.4
+
+
+def cd_diagram(ax: plt.Axes, mean_ranks: Mapping[str, float], cd: float, groups: Sequence[Sequence[str]]) -> None:
+    """One critical-difference diagram (Demšar 2006): the methods' mean ranks on an axis (1 = best, left), the
+    critical difference as a bar, and a thick line joining each group of methods not significantly different.
+    The better half of the methods is labelled on the left, the rest on the right."""
+    order = sorted((r, m) for m, r in mean_ranks.items() if np.isfinite(r))
+    k = max(2, len(mean_ranks))
+    margin = max(1.0, 0.5 * (k - 1))  # the axis takes the middle half of the panel; labels the sides
+    half = (len(order) + 1) // 2
+    first_row = -0.5 - _CD_GROUP_STEP * len(groups) - 0.3
+    ax.set_xlim(1 - margin, k + margin)
+    ax.set_ylim(1.4 - _cd_height(len(order), len(groups)), 1.4)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="#333333", linewidth=1)
+    for tick in range(1, k + 1):
+        ax.vlines(tick, 0, 0.15, color="#333333", linewidth=1)
+        ax.text(tick, 0.22, str(tick), ha="center", va="bottom", fontsize=8)
+    if np.isfinite(cd):
+        ax.hlines(0.95, 1, 1 + cd, color="#b91c1c", linewidth=2)
+        ax.text(1, 1.05, f"CD = {cd:.2f}", ha="left", va="bottom", fontsize=8, color="#b91c1c")
+    for i, (rank, method) in enumerate(order):
+        left = i < half
+        y = first_row - _CD_LABEL_STEP * (i if left else len(order) - 1 - i)
+        end = 1 - 0.15 * margin if left else k + 0.15 * margin
+        ax.plot([rank, rank, end], [0, y, y], color="#555555", linewidth=0.8)
+        label = f"{method} ({rank:.2f})" if left else f"({rank:.2f}) {method}"
+        ax.text(end + (-0.05 if left else 0.05), y, label, ha="right" if left else "left", va="center", fontsize=8)
+    for j, group in enumerate(groups):
+        ranks = [mean_ranks[m] for m in group]
+        y = -0.35 - _CD_GROUP_STEP * j
+        ax.hlines(y, min(ranks) - 0.04, max(ranks) + 0.04, color="#111111", linewidth=3.2)
+
+
+def cd_diagrams(panels: Sequence[tuple[str, Mapping[str, float], float, Sequence[Sequence[str]]]], path: Path) -> None:
+    """One critical-difference diagram per (title, mean ranks, critical difference, tied groups), two per row."""
+    n_cols = 2 if len(panels) > 1 else 1
+    n_rows = int(np.ceil(len(panels) / n_cols))
+    height = max(_cd_height(len(p[1]), len(p[3])) for p in panels)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(6.4 * n_cols, (0.3 * height + 0.35) * n_rows), squeeze=False)
+    for ax, (title, ranks, cd, groups) in zip(axes.flat, panels, strict=False):
+        cd_diagram(ax, ranks, cd, groups)
+        ax.set_title(title, fontsize=10, fontweight="bold", loc="left")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    _save(fig, path)

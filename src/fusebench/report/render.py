@@ -1,13 +1,14 @@
-"""Build the static HTML benchmark report from a results tree (see :mod:`fusebench.report.paths`).
+"""Render the static HTML report from the summary tables (:mod:`fusebench.report.summary`) and the results tree.
 
-The report is one ``index.html`` plus an ``assets/`` folder beside it (figures and image thumbnails), so
-the folder can be copied or served as it is. Everything is written to a staging folder first and moved
-into place at the end, so an interrupted run never leaves a half-written report under the final name.
+Rendering only: every statistic comes from ``results/summary``; the results tree gives the per-image values
+(box plots, drill-down), the images (examples, zoomed crops) and the training logs. The report is one
+``index.html`` plus an ``assets/`` folder beside it, so the folder can be copied or served as it is, offline.
+Everything is written to a staging folder first and moved into place at the end, so an interrupted run never
+leaves a half-written report under the final name.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import numpy as np
@@ -27,10 +29,14 @@ from PIL import Image
 from .. import __version__
 from ..atomic import atomic_path
 from ..imageio import ImageReadError, list_images, read_uint8
-from . import paths
+from . import paths, stats, summary
 from .paths import MissingResultError
+from .plan import Plan
 
 THUMBNAIL_SIDE = 256
+#: zoomed crops: the side of the region (a fraction of the image's shorter side) and of the shown tile
+CROP_FRACTION = 0.25
+CROP_TILE = 192
 ASSETS = "assets"
 UP, DOWN = "\u2191", "\u2193"
 
@@ -70,13 +76,13 @@ def metric_meta(name: str) -> MetricMeta:
     return MetricMeta(name, bool(m.higher_is_better), str(m.description), str(m.reference))
 
 
-def method_meta(key: str, descriptions: Mapping[str, str] | None) -> tuple[str, bool | None]:
-    """(description, learned) of config method ``key``; learned is None when the registry does not know it."""
+def method_meta(key: str, method: str, description: str = "") -> tuple[str, bool | None]:
+    """(description, learned) of config entry ``key`` running registered ``method``; learned is None when the
+    registry does not know it. ``description`` (from the plan) wins over the registry's."""
     from ..methods import METHODS
 
-    cls = METHODS.get(key) if key in METHODS else None
-    description = (descriptions or {}).get(key) or (cls.description if cls is not None else "")
-    return description, (bool(cls.learned) if cls is not None else None)
+    spec = METHODS.spec(method) if method in METHODS else None  # the catalogue: no torch import
+    return description or (spec.description if spec is not None else ""), (spec.learned if spec else None)
 
 
 # --------------------------------------------------------------------------- formatting helpers
@@ -100,6 +106,11 @@ def decimals_for(values: Sequence[float]) -> int:
 
 def _fmt(value: float, decimals: int) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
+
+
+def _sig(value: float) -> str:
+    """Three significant digits (run times span orders of magnitude within one column)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
 def _best_flags(values: Mapping[str, float], higher_is_better: bool | None) -> dict[str, str]:
@@ -133,52 +144,7 @@ def _rank_colour(rank: float, n: int) -> str:
     return f"background-color: hsl(145, 55%, {round(62 + 36 * t)}%)"
 
 
-# --------------------------------------------------------------------------- reading results
-
-
-def method_protocol(results: Path, datasets: Sequence[str], method: str) -> str:
-    """The protocol(s) that produced ``method``'s fused images, from the ``fusion.json`` files beside them
-    ("\u2013" where none is recorded)."""
-    found = set()
-    for dataset in datasets:
-        path = paths.fusion_json(results, dataset, method)
-        if path.is_file():
-            found.add(str(json.loads(path.read_text()).get("protocol", "?")))
-    return ", ".join(sorted(found)) or "\u2013"
-
-
-def read_metrics(results: Path, dataset: str, method: str) -> pd.DataFrame:
-    path = _metrics_file(results, dataset, method)
-    table = pd.read_csv(path, dtype={"image": str})
-    if "image" not in table.columns:
-        raise ValueError(f"{path}: no 'image' column (expected columns: image, <metric>...)")
-    return table.set_index("image")
-
-
-def read_runtime(results: Path, dataset: str, method: str) -> pd.Series:
-    path = _runtime_file(results, dataset, method)
-    table = pd.read_csv(path, dtype={"image": str})
-    if "seconds" not in table.columns:
-        raise ValueError(f"{path}: no 'seconds' column (expected columns: image, seconds)")
-    return pd.to_numeric(table["seconds"], errors="coerce")
-
-
-def _thumbnail(source: Path, target: Path) -> None:
-    try:
-        array = read_uint8(source)
-    except ImageReadError as exc:
-        raise ValueError(str(exc)) from exc
-    image = Image.fromarray(array)
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, format="JPEG", quality=88, optimize=True)
-
-
-def _check_inputs(results: Path, dataset: str, methods: Sequence[str]) -> None:
-    """Fail before any slow work when a metrics table or run-time log is missing."""
-    for m in methods:
-        _metrics_file(results, dataset, m)
-        _runtime_file(results, dataset, m)
+# --------------------------------------------------------------------------- reading inputs
 
 
 def _require(path: Path, kind: str, what: str) -> Path:
@@ -187,22 +153,41 @@ def _require(path: Path, kind: str, what: str) -> Path:
     return path
 
 
-def _metrics_file(results: Path, dataset: str, method: str) -> Path:
-    what = f"metrics of method '{method}' on dataset '{dataset}'"
-    return _require(paths.metrics_csv(results, dataset, method), "metrics", what)
+@dataclass
+class Inputs:
+    """Everything the page shows, read (and checked to exist) before any slow work."""
+
+    summaries: dict[str, pd.DataFrame]
+    overall: pd.DataFrame
+    significance: pd.DataFrame
+    conventions: pd.DataFrame
+    efficiency: pd.DataFrame
+    provenance: dict[str, Any]
+    #: dataset -> method -> per-image scores under the main convention
+    scores: dict[str, dict[str, pd.DataFrame]]
 
 
-def _runtime_file(results: Path, dataset: str, method: str) -> Path:
-    what = f"run times of method '{method}' on dataset '{dataset}'"
-    return _require(paths.runtime_csv(results, dataset, method), "runtime", what)
+def read_inputs(results: Path, plan: Plan, summary_dir: Path) -> Inputs:
+    def table(name: str) -> pd.DataFrame:
+        return summary.read_csv(_require(summary_dir / name, "summary", f"summary table {name}"))
+
+    record = _require(summary_dir / "provenance.json", "summary", "provenance record")
+    return Inputs(
+        summaries={d.name: table(f"{d.name}.csv") for d in plan.datasets},
+        overall=table("overall.csv"),
+        significance=table("significance.csv"),
+        conventions=table("conventions.csv"),
+        efficiency=table("efficiency.csv"),
+        provenance=json.loads(record.read_text(encoding="utf-8")),
+        scores={d.name: summary.scores(results, plan, d.name, plan.convention) for d in plan.datasets},
+    )
 
 
-def example_images(
+def example_pairs(
     results: Path, dataset: str, methods: Sequence[str], modalities: tuple[str, str], count: int
 ) -> list[tuple[str, list[tuple[str, Path, str]]]]:
-    """The first ``count`` pairs (by name) of the test sources: ``(pair, [(label, path, kind), ...])``
-    with the two sources (kind "data") and then each method's fused image (kind "fused"), all checked
-    to exist."""
+    """The first ``count`` pairs (by name) of the test sources: ``(pair, [(label, path, kind), ...])`` with the
+    two sources (kind "data") and then each method's fused image (kind "fused"), all checked to exist."""
     if count <= 0:
         return []
     a, b = modalities
@@ -223,210 +208,393 @@ def example_images(
     return chosen
 
 
-# --------------------------------------------------------------------------- building the page
+def _read(path: Path) -> np.ndarray:
+    try:
+        return read_uint8(path)
+    except ImageReadError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _thumbnail(array: np.ndarray, target: Path) -> None:
+    image = Image.fromarray(array)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target, format="JPEG", quality=88, optimize=True)
+
+
+def disagreement_region(fused: Sequence[np.ndarray], fraction: float = CROP_FRACTION) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the square where the fused images differ most (largest summed per-pixel standard
+    deviation across methods): where a reader should look. The whole image when it is smaller than the square."""
+    gray = np.stack([f.mean(axis=2) if f.ndim == 3 else f for f in (x.astype(np.float64) for x in fused)])
+    h, w = gray.shape[1:]
+    side = max(16, int(min(h, w) * fraction))
+    if side >= min(h, w):
+        return 0, 0, min(h, w)
+    spread = gray.std(axis=0)
+    integral = np.pad(spread.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[side:, side:] - integral[:-side, side:] - integral[side:, :-side] + integral[:-side, :-side]
+    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(top), int(left), side
+
+
+def _crop(array: np.ndarray, region: tuple[int, int, int], target: Path) -> None:
+    top, left, side = region
+    image = Image.fromarray(array[top : top + side, left : left + side])
+    image = image.resize((CROP_TILE, CROP_TILE), Image.Resampling.NEAREST)  # pixels, not smoothed detail
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target, format="PNG", optimize=True)
+
+
+def _examples(dataset: str, pairs: list[tuple[str, list[tuple[str, Path, str]]]], staging: Path) -> list[dict]:
+    """Thumbnails of each example pair and zoomed crops of the region where its fused images differ most."""
+    out = []
+    for pair, images in pairs:
+        arrays = [(role, _read(path), kind) for role, path, kind in images]
+        region = disagreement_region([a for _, a, kind in arrays if kind == "fused"] or [arrays[0][1]])
+        tiles, crops = [], []
+        for role, array, kind in arrays:
+            base = f"{ASSETS}/{slug(dataset)}/{slug(pair)}__{slug(role)}"
+            _thumbnail(array, staging / f"{base}.jpg")
+            _crop(array, region, staging / f"{base}__crop.png")
+            tiles.append({"label": role, "src": f"{base}.jpg", "source": kind == "data"})
+            crops.append({"label": role, "src": f"{base}__crop.png", "source": kind == "data"})
+        top, left, side = region
+        out.append({"pair": pair, "tiles": tiles, "crops": crops, "region": f"{side}x{side} px at ({left}, {top})"})
+    return out
+
+
+# --------------------------------------------------------------------------- page parts
 
 
 @dataclass
 class _DatasetSection:
     name: str
     anchor: str
+    task: str
     modalities: tuple[str, str]
     n_images: int
     metrics: list[MetricMeta]
     rows: list[dict]
     runtime_unit: str = "s"
-    plot: str = ""
+    figures: dict[str, str] = field(default_factory=dict)
+    significance: list[dict] = field(default_factory=list)
+    sensitivity: dict[str, Any] = field(default_factory=dict)
+    drilldown: dict[str, Any] = field(default_factory=dict)
     examples: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    mean_rank: dict[str, float] = field(default_factory=dict)
+
+
+def _leaderboard(
+    main: pd.DataFrame,
+    metrics: Sequence[MetricMeta],
+    methods: Sequence[str],
+    runtime: Mapping[str, float],
+    protocols: Mapping[str, str],
+    palette: Mapping[str, tuple[float, float, float]],
+) -> tuple[list[dict], str]:
+    """Leaderboard rows: per metric mean, 95 % CI and rank (best marked), run time, average rank."""
+    by = main.set_index(["method", "metric"])
+    mean_rank = main.dropna(subset=["rank"]).groupby("method")["rank"].mean().reindex(methods)
+    flags = {
+        m.name: _best_flags({k: by.loc[(k, m.name), "mean"] for k in methods}, m.higher_is_better) for m in metrics
+    }
+    decimals = {m.name: decimals_for([by.loc[(k, m.name), "mean"] for k in methods]) for m in metrics}
+    finite_times = [t for t in runtime.values() if math.isfinite(t)]
+    unit, scale = ("ms", 1000.0) if finite_times and max(finite_times) < 1 else ("s", 1.0)
+    time_flags = _best_flags(runtime, higher_is_better=False)
+    rank_flags = _best_flags(mean_rank.to_dict(), higher_is_better=False)
+    rows = []
+    for k in methods:
+        cells = []
+        for m in metrics:
+            r = by.loc[(k, m.name)]
+            d = decimals[m.name]
+            ci = f"[{_fmt(r['ci_low'], d)}, {_fmt(r['ci_high'], d)}]" if math.isfinite(r["ci_low"]) else ""
+            cells.append(
+                {
+                    "metric": m.name,
+                    "mean": _fmt(r["mean"], d),
+                    "ci": ci,
+                    "rank": _fmt(r["rank"], 1).removesuffix(".0") if math.isfinite(r["rank"]) else "",
+                    "value": "" if not math.isfinite(r["mean"]) else repr(float(r["mean"])),
+                    "flag": flags[m.name][k],
+                    "title": f"{m.name} of {k}: mean over {int(r['n'])} images, 95% bootstrap CI, rank",
+                }
+            )
+        rank = float(mean_rank[k])
+        rows.append(
+            {
+                "method": k,
+                "colour": _hex(palette[k]),
+                "protocol": protocols.get(k, ""),
+                "cells": cells,
+                "runtime": _sig(runtime[k] * scale),
+                "runtime_value": "" if not math.isfinite(runtime[k]) else repr(runtime[k]),
+                "runtime_flag": time_flags[k],
+                "rank": _fmt(rank, 2),
+                "rank_value": "" if not math.isfinite(rank) else repr(rank),
+                "rank_flag": rank_flags[k],
+            }
+        )
+    return rows, unit
+
+
+def _significance(
+    dataset: str, main: pd.DataFrame, tests: pd.DataFrame, metrics: Sequence[MetricMeta], staging: Path
+) -> tuple[list[dict], str]:
+    """Friedman rows per metric and one figure of critical-difference diagrams (metrics with a Friedman test)."""
+    from . import plots
+
+    rows, panels = [], []
+    tests = tests[tests["dataset"] == dataset].set_index("metric")
+    for m in metrics:
+        if m.name not in tests.index:
+            continue
+        t = tests.loc[m.name]
+        p, cd = float(t["friedman_p"]), float(t["nemenyi_cd"])
+        ranks = main[main["metric"] == m.name].set_index("method")["image_rank"].to_dict()
+        groups = stats.tied_groups(ranks, cd) if math.isfinite(cd) else []
+        significant = math.isfinite(p) and p < 0.05
+        rows.append(
+            {
+                "metric": m.name,
+                "chi2": _fmt(float(t["friedman_chi2"]), 2),
+                "p": "n/a" if not math.isfinite(p) else f"{p:.2g}",
+                "significant": significant,
+                "cd": _fmt(cd, 2),
+                "images": int(t["images"]),
+                "tied": "; ".join(" = ".join(g) for g in groups),
+            }
+        )
+        if math.isfinite(cd):
+            verdict = f"Friedman p = {p:.2g}" if math.isfinite(p) else "no differences"
+            panels.append((f"{m.name}  ({verdict})", ranks, cd, groups))
+    figure = ""
+    if panels:
+        figure = f"{ASSETS}/{slug(dataset)}/cd.png"
+        plots.cd_diagrams(panels, staging / figure)
+    return rows, figure
+
+
+def _sensitivity(dataset: str, summary_table: pd.DataFrame, taus: pd.DataFrame) -> dict[str, Any]:
+    """Per metric: each convention's ranking (methods in rank order, changed ones marked) and Kendall's tau."""
+    conventions = list(dict.fromkeys(summary_table["convention"]))
+    if len(conventions) < 2:
+        return {}
+    taus = taus[taus["dataset"] == dataset]
+    pairs = list(dict.fromkeys(zip(taus["convention_a"], taus["convention_b"], strict=True)))
+    rows = []
+    for metric, part in summary_table.dropna(subset=["rank"]).groupby("metric", sort=False):
+        ranks = {c: dict(zip(g["method"], g["rank"], strict=True)) for c, g in part.groupby("convention", sort=False)}
+        changed = {m for c in ranks for m in ranks[c] if len({ranks[o].get(m) for o in ranks}) > 1}
+        rankings = []
+        for c in conventions:
+            order = sorted(ranks.get(c, {}).items(), key=lambda kv: (kv[1], kv[0]))
+            rankings.append(
+                [{"method": m, "rank": _fmt(r, 1).removesuffix(".0"), "changed": m in changed} for m, r in order]
+            )
+        mine = taus[taus["metric"] == metric].set_index(["convention_a", "convention_b"])["kendall_tau"]
+        tau_cells = []
+        for pair in pairs:
+            tau = float(mine.get(pair, math.nan))
+            tau_cells.append({"text": _fmt(tau, 2), "low": math.isfinite(tau) and tau < 1})
+        same = ", ".join(f"{e['rank']}. {e['method']}" for e in rankings[0])
+        rows.append({"metric": metric, "rankings": rankings, "taus": tau_cells, "changed": bool(changed), "same": same})
+    return {"conventions": conventions, "pairs": [f"{a} / {b}" for a, b in pairs], "rows": rows}
+
+
+def _drilldown(scores: Mapping[str, pd.DataFrame], metrics: Sequence[MetricMeta]) -> dict[str, Any]:
+    """One row per (image, method) with every metric: the sortable per-image table."""
+    rows = []
+    images = sorted(set().union(*(t.index for t in scores.values())))
+    decimals = {
+        m.name: decimals_for([float(v) for t in scores.values() if m.name in t for v in t[m.name].dropna()])
+        for m in metrics
+    }
+    for image in images:
+        for method, table in scores.items():
+            if image not in table.index:
+                continue
+            cells = []
+            for m in metrics:
+                value = float(table.at[image, m.name]) if m.name in table else math.nan
+                cells.append(
+                    {"text": _fmt(value, decimals[m.name]), "value": repr(value) if math.isfinite(value) else ""}
+                )
+            rows.append({"image": image, "method": method, "cells": cells})
+    return {"rows": rows, "images": len(images)}
+
+
+def _distributions(
+    dataset: str, scores: Mapping[str, pd.DataFrame], metrics: Sequence[MetricMeta], palette: Mapping, staging: Path
+) -> str:
+    from . import plots
+
+    frames = [
+        pd.DataFrame({"method": k, "metric": m.name, "value": pd.to_numeric(t[m.name], errors="coerce").to_numpy()})
+        for k, t in scores.items()
+        for m in metrics
+        if m.name in t
+    ]
+    long = pd.concat(frames, ignore_index=True).dropna(subset=["value"]) if frames else pd.DataFrame()
+    if not len(long):
+        return ""
+    rel = f"{ASSETS}/{slug(dataset)}/metrics.png"
+    plots.metric_distributions(
+        long, [m.name for m in metrics], {m.name: m.arrow for m in metrics}, palette, staging / rel
+    )
+    return rel
+
+
+def _heatmap(
+    dataset: str, main: pd.DataFrame, metrics: Sequence[MetricMeta], methods: Sequence[str], staging: Path
+) -> str:
+    from . import plots
+
+    ranked = [m.name for m in metrics if m.higher_is_better is not None]
+    if not ranked:
+        return ""
+    table = main.pivot(index="method", columns="metric", values="rank").reindex(index=methods, columns=ranked)
+    table["mean rank"] = table.mean(axis=1)
+    table = table.sort_values("mean rank")
+    rel = f"{ASSETS}/{slug(dataset)}/ranks.png"
+    plots.rank_heatmap(table, staging / rel)
+    return rel
 
 
 def _dataset_section(
-    results: Path,
+    plan: Plan,
     dataset: str,
-    methods: Sequence[str],
-    modalities: tuple[str, str],
+    inputs: Inputs,
     examples: list[tuple[str, list[tuple[str, Path, str]]]],
     staging: Path,
     palette: Mapping[str, tuple[float, float, float]],
 ) -> _DatasetSection:
-    from . import plots
-
-    tables = {m: read_metrics(results, dataset, m) for m in methods}
-    runtimes = {m: read_runtime(results, dataset, m) for m in methods}
-
-    names = list(dict.fromkeys(c for t in tables.values() for c in t.columns))
-    metric_names = [c for c in names if any(pd.api.types.is_numeric_dtype(t[c]) for t in tables.values() if c in t)]
-    metrics = [metric_meta(c) for c in metric_names]
-    images = sorted(set().union(*(t.index for t in tables.values())))
-    anchor = f"ds-{slug(dataset)}"
-    section = _DatasetSection(dataset, anchor, modalities, len(images), metrics, rows=[])
-
-    counts = {m: len(t.index) for m, t in tables.items()}
-    if len(set(counts.values())) > 1:
-        short = ", ".join(f"{m} ({n})" for m, n in counts.items() if n < len(images))
-        section.notes.append(f"Not every method has all {len(images)} images; fewer for: {short}.")
-
-    # mean / std / n per method and metric
-    stats: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for m, t in tables.items():
-        stats[m] = {}
-        for meta in metrics:
-            col = pd.to_numeric(t[meta.name], errors="coerce") if meta.name in t else pd.Series(dtype=float)
-            n = int(col.notna().sum())
-            mean = float(col.mean()) if n else math.nan
-            std = float(col.std(ddof=1)) if n > 1 else math.nan
-            stats[m][meta.name] = (mean, std, n)
-    runtime_mean = {m: float(r.mean()) if r.notna().any() else math.nan for m, r in runtimes.items()}
-
-    # ranks over the metrics with a known direction (1 = best; ties share the lower rank)
-    ranked = [meta for meta in metrics if meta.higher_is_better is not None]
-    if ranked:
-        means = pd.DataFrame({meta.name: {m: stats[m][meta.name][0] for m in methods} for meta in ranked})
-        ranks = pd.DataFrame(
-            {meta.name: means[meta.name].rank(ascending=not meta.higher_is_better, method="min") for meta in ranked}
-        )
-        section.mean_rank = {m: float(ranks.loc[m].mean()) for m in methods}
-    else:
-        section.mean_rank = dict.fromkeys(methods, math.nan)
-
-    flags = {
-        meta.name: _best_flags({m: stats[m][meta.name][0] for m in methods}, meta.higher_is_better) for meta in metrics
+    d = plan.dataset(dataset)
+    table = inputs.summaries[dataset]
+    main = table[table["convention"] == plan.convention]
+    metrics = [metric_meta(str(n)) for n in dict.fromkeys(main["metric"])]
+    scores = inputs.scores[dataset]
+    images = sorted(set().union(*(t.index for t in scores.values())))
+    section = _DatasetSection(dataset, f"ds-{slug(dataset)}", d.task, d.modalities, len(images), metrics, rows=[])
+    short = [f"{m} ({len(t.index)})" for m, t in scores.items() if len(t.index) < len(images)]
+    if short:
+        section.notes.append(f"Not every method has all {len(images)} images; fewer for: {', '.join(short)}.")
+    efficiency = inputs.efficiency[inputs.efficiency["dataset"] == dataset].set_index("method")
+    runtime = {m: float(efficiency.at[m, "seconds_per_pair"]) for m in d.methods}
+    protocols = {m: str(v) for m, v in efficiency["protocol"].items() if pd.notna(v) and str(v)}
+    section.rows, section.runtime_unit = _leaderboard(main, metrics, d.methods, runtime, protocols, palette)
+    section.significance, cd = _significance(dataset, main, inputs.significance, metrics, staging)
+    section.figures = {
+        "cd": cd,
+        "ranks": _heatmap(dataset, main, metrics, d.methods, staging),
+        "box": _distributions(dataset, scores, metrics, palette, staging),
     }
-    runtime_flags = _best_flags(runtime_mean, higher_is_better=False)
-    rank_flags = _best_flags(section.mean_rank, higher_is_better=False)
-    decimals = {meta.name: decimals_for([stats[m][meta.name][0] for m in methods]) for meta in metrics}
-    finite_times = [t for t in runtime_mean.values() if math.isfinite(t)]
-    section.runtime_unit, scale = ("ms", 1000.0) if finite_times and max(finite_times) < 1 else ("s", 1.0)
-    runtime_decimals = decimals_for([t * scale for t in finite_times])
-
-    for m in methods:
-        cells = []
-        for meta in metrics:
-            mean, std, n = stats[m][meta.name]
-            d = decimals[meta.name]
-            cells.append(
-                {
-                    "metric": meta.name,
-                    "mean": _fmt(mean, d),
-                    "std": "" if not math.isfinite(std) else _fmt(std, d),
-                    "value": "" if not math.isfinite(mean) else repr(mean),
-                    "flag": flags[meta.name][m],
-                    "title": f"{meta.name} of {m}: mean \u00b1 std over {n} images",
-                }
-            )
-        section.rows.append(
-            {
-                "method": m,
-                "colour": _hex(palette[m]),
-                "cells": cells,
-                "runtime": _fmt(runtime_mean[m] * scale, runtime_decimals),
-                "runtime_value": "" if not math.isfinite(runtime_mean[m]) else repr(runtime_mean[m]),
-                "runtime_flag": runtime_flags[m],
-                "rank": _fmt(section.mean_rank[m], 2),
-                "rank_value": "" if not math.isfinite(section.mean_rank[m]) else repr(section.mean_rank[m]),
-                "rank_flag": rank_flags[m],
-            }
-        )
-
-    # distribution plot
-    long = (
-        pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "method": m,
-                        "metric": meta.name,
-                        "value": pd.to_numeric(tables[m][meta.name], errors="coerce").to_numpy(),
-                    }
-                )
-                for m in methods
-                for meta in metrics
-                if meta.name in tables[m]
-            ],
-            ignore_index=True,
-        )
-        if metrics
-        else pd.DataFrame(columns=["method", "metric", "value"])
-    )
-    long = long.dropna(subset=["value"])
-    if len(long):
-        rel = f"{ASSETS}/{slug(dataset)}/metrics.png"
-        plots.metric_distributions(
-            long,
-            [meta.name for meta in metrics],
-            {meta.name: meta.arrow for meta in metrics},
-            palette,
-            staging / rel,
-        )
-        section.plot = rel
-
-    # example images
-    for pair, images in examples:
-        tiles = []
-        for role, path, kind in images:
-            rel = f"{ASSETS}/{slug(dataset)}/{slug(pair)}__{slug(role)}.jpg"
-            _thumbnail(path, staging / rel)
-            tiles.append({"label": role, "src": rel, "source": kind == "data"})
-        section.examples.append({"pair": pair, "tiles": tiles})
+    section.sensitivity = _sensitivity(dataset, table, inputs.conventions)
+    section.drilldown = _drilldown(scores, metrics)
+    section.examples = _examples(dataset, examples, staging)
     return section
 
 
-def _training_section(
-    results: Path, methods: Sequence[str], learned: Mapping[str, bool | None], staging: Path
-) -> tuple[list[dict], list[str]]:
+def _overall(overall: pd.DataFrame, plan: Plan, palette: Mapping[str, tuple[float, float, float]]) -> list[dict]:
+    """Per task: the methods run on every dataset of the task, ranked over those datasets; the others with their
+    coverage."""
+    out = []
+    for task, part in overall.groupby("task", sort=False):
+        datasets = [d.name for d in plan.datasets if d.task == task]
+        n = int(part["mean_rank"].notna().sum())
+        ranked, partial = [], []
+        for _, r in part.sort_values(["position", "method"], na_position="last").iterrows():
+            entry = {
+                "method": r["method"],
+                "colour": _hex(palette[r["method"]]),
+                "coverage": f"{int(r['datasets_run'])}/{int(r['datasets_in_task'])}",
+            }
+            if math.isfinite(r["mean_rank"]):
+                cells = [float(r[d]) if d in r and pd.notna(r[d]) else math.nan for d in datasets]
+                entry.update(
+                    position=_fmt(float(r["position"]), 1).removesuffix(".0"),
+                    cells=[{"text": _fmt(v, 2), "style": _rank_colour(v, n)} for v in cells],
+                    overall=_fmt(float(r["mean_rank"]), 2),
+                    style=_rank_colour(float(r["mean_rank"]), n),
+                    flag="best" if float(r["position"]) == 1 else "",
+                )
+                ranked.append(entry)
+            else:
+                partial.append(entry)
+        out.append({"task": task, "datasets": datasets, "ranked": ranked, "partial": partial})
+    return out
+
+
+def _training(results: Path, plan: Plan, staging: Path) -> tuple[list[dict], list[str]]:
+    """Loss curves and recipes of every model the benchmark used (read from the training outputs)."""
     from . import plots
 
-    entries, without_log = [], []
-    for m in methods:
-        logs = paths.loss_logs(results, m)
-        if not logs:
-            if learned.get(m):
-                without_log.append(m)
-            continue
-        frames = {train: pd.read_csv(p) for train, p in logs.items()}
-        rel = f"{ASSETS}/training/{slug(m)}.png"
-        plots.loss_curves(frames, m, staging / rel)
-        runs = []
-        for train, frame in frames.items():
-            terms = plots.loss_terms(frame)
+    models = sorted({w["model"] for per in plan.weights.values() for w in per.values() if "model" in w})
+    by_method: dict[str, list[str]] = {}
+    for model in models:
+        by_method.setdefault(model.split("/")[0], []).append(model)
+    entries = []
+    for method, runs in by_method.items():
+        logs = {m.split("/", 1)[1]: paths.model_dir(results, m) / "loss.csv" for m in runs}
+        frames = {t: pd.read_csv(p) for t, p in logs.items() if p.is_file() and p.stat().st_size}
+        rel = ""
+        if frames:
+            rel = f"{ASSETS}/training/{slug(method)}.png"
+            plots.loss_curves(frames, method, staging / rel)
+        rows = []
+        for model in runs:
+            train = model.split("/", 1)[1]
+            run = summary.training_run(results, model)
+            frame = frames.get(train)
+            terms = plots.loss_terms(frame) if frame is not None else []
             last = frame[terms].tail(max(1, len(frame) // 50)).mean() if terms else pd.Series(dtype=float)
-            steps = int(frame["step"].max()) if "step" in frame and len(frame) else len(frame)
-            runs.append(
+            rows.append(
                 {
                     "train_dataset": train,
-                    "steps": steps,
+                    "steps": _fmt(run["train_steps"], 0),
+                    "seconds": _fmt(run["train_seconds"], 0),
                     "final": ", ".join(f"{t} = {v:.4g}" for t, v in last.items()),
+                    "recipe": ", ".join(f"{k} = {_json_value(v)}" for k, v in run["recipe"].items())
+                    or "no recipe.json",
                 }
             )
-        entries.append({"method": m, "plot": rel, "runs": runs})
-    return entries, without_log
+        entries.append({"method": method, "plot": rel, "runs": rows})
+    learned_official = sorted({m for per in plan.weights.values() for m, w in per.items() if "official" in w})
+    return entries, learned_official
 
 
-def _overall(sections: Sequence[_DatasetSection], methods: Sequence[str]) -> list[dict]:
-    """Methods ordered by their mean rank across the datasets they were run on (each dataset: mean rank
-    over its metrics)."""
+def _json_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _efficiency(efficiency: pd.DataFrame, plan: Plan) -> list[dict]:
     rows = []
-    for m in methods:
-        per = [s.mean_rank.get(m, math.nan) for s in sections]
-        finite = [r for r in per if math.isfinite(r)]
-        overall = float(np.mean(finite)) if finite else math.nan
-        present = [m in s.mean_rank for s in sections]
-        rows.append({"method": m, "per_dataset": per, "present": present, "overall": overall})
-    rows.sort(key=lambda r: (not math.isfinite(r["overall"]), r["overall"]))
-    n = len(methods)
-    flags = _best_flags({r["method"]: r["overall"] for r in rows}, higher_is_better=False)
-    for position, r in enumerate(rows, start=1):
-        r["position"] = position
-        r["flag"] = flags[r["method"]]
-        r["cells"] = [
-            {"text": _fmt(v, 2), "style": _rank_colour(v, n), "title": ""}
-            if m_in
-            else {"text": "\u2013", "style": "", "title": "not run on this dataset"}
-            for v, m_in in zip(r["per_dataset"], r["present"], strict=True)
-        ]
-        r["overall_text"] = _fmt(r["overall"], 2)
-        r["overall_style"] = _rank_colour(r["overall"], n)
+    for method in plan.method_keys:
+        part = efficiency[efficiency["method"] == method]
+        if part.empty:
+            continue
+        first = part.iloc[0]
+        params = float(first["parameters"])
+        rows.append(
+            {
+                "method": method,
+                "parameters": "n/a" if not math.isfinite(params) else f"{params:,.0f}",
+                "weights": ", ".join(dict.fromkeys(str(w) for w in part["weights"] if pd.notna(w))),
+                "device": ", ".join(sorted({str(v) for v in part["device"]})),
+                "runtime": [
+                    {"dataset": r["dataset"], "ms": _sig(float(r["seconds_per_pair"]) * 1000)}
+                    for _, r in part.iterrows()
+                ],
+                "steps": _fmt(float(first["train_steps"]), 0) if pd.notna(first["train_steps"]) else "\u2013",
+                "train_seconds": _fmt(float(first["train_seconds"]), 0)
+                if pd.notna(first["train_seconds"])
+                else "\u2013",
+            }
+        )
     return rows
 
 
@@ -440,127 +608,45 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _now() -> dt.datetime:
-    """Build time; ``SOURCE_DATE_EPOCH`` pins it for reproducible reports."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        return dt.datetime.fromtimestamp(int(epoch), tz=dt.timezone.utc)
-    return dt.datetime.now(tz=dt.timezone.utc)
-
-
-def infer_modalities(results: Path, dataset: str) -> tuple[str, str]:
-    """Source modalities of a dataset not given explicitly: the registered dataset's, else the two
-    modality folders of ``results/data/<dataset>/test`` in sorted order."""
-    try:
-        from ..datasets import DATASETS
-    except ImportError:
-        DATASETS = None  # noqa: N806
-    if DATASETS is not None and dataset in DATASETS:
-        registered = tuple(DATASETS.get(dataset).modalities)
-        if len(registered) == 2:
-            return registered[0], registered[1]
-    folder = Path(results) / "data" / dataset / "test"
-    if not folder.is_dir():
-        raise MissingResultError(folder, "data", f"test images of dataset '{dataset}'")
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(found) != 2:
-        raise ValueError(f"{folder}: expected two modality folders, found {found}; give the modalities of '{dataset}'")
-    return found[0], found[1]
-
-
-def applicable_methods(dataset: str, methods: Sequence[str]) -> list[str]:
-    """The methods meant for the task of ``dataset``: a method whose key is a registered method name is
-    left out when its ``tasks`` exclude the registered dataset's task; all others are kept."""
-    try:
-        from ..datasets import DATASETS
-        from ..methods import METHODS
-    except ImportError:
-        return list(methods)
-    if dataset not in DATASETS:
-        return list(methods)
-    task = DATASETS.get(dataset).task
-    return [m for m in methods if m not in METHODS or task in METHODS.get(m).tasks]
-
-
-def render_report(
-    results: Path,
-    datasets: list[str],
-    methods: list[str],
-    out: Path,
-    modalities: dict[str, tuple[str, str]],
-    title: str = "fusebench report",
-    descriptions: dict[str, str] | None = None,
-    convention: str = "vifb",
-    examples_per_dataset: int = 3,
-    methods_for: Mapping[str, Sequence[str]] | None = None,
-) -> Path:
-    """Write the HTML report for ``methods`` on ``datasets`` to ``out`` (assets in ``out.parent/assets``).
-
-    ``modalities`` maps dataset -> (first, second) source modality as named under ``results/data``;
-    datasets missing from it use the registered dataset's modalities, else their two modality folders in
-    sorted order. ``descriptions`` maps a method's config key to the text shown for it (default: the
-    registered method's description). ``methods_for`` maps dataset -> the methods run on it (a subset of
-    ``methods``); datasets missing from it get :func:`applicable_methods`. Raises
-    :class:`MissingResultError` naming the file and the producing rule when an input is missing.
-    Returns ``out``.
-    """
-    results, out = Path(results), Path(out)
-    if not datasets:
-        raise ValueError("no datasets to report on")
-    if not methods:
-        raise ValueError("no methods to report on")
-    if len(set(methods)) != len(methods) or len(set(datasets)) != len(datasets):
-        raise ValueError("datasets and methods must not repeat")
+def render_report(results: Path, plan: Plan, summary_dir: Path, out: Path) -> Path:
+    """Write the HTML report of ``plan`` to ``out`` (assets in ``out.parent/assets``) from the summary tables in
+    ``summary_dir`` and the results tree. Raises :class:`MissingResultError` naming the file and the producing
+    rule when an input is missing. Returns ``out``."""
     from . import plots
 
-    run_on = {}
-    for d in datasets:
-        run_on[d] = list((methods_for or {}).get(d) or applicable_methods(d, methods))
-        unknown = sorted(set(run_on[d]) - set(methods))
-        if unknown:
-            raise ValueError(f"methods_for[{d!r}] names methods not in `methods`: {', '.join(unknown)}")
-    palette = plots.method_palette(methods)
+    results, out, summary_dir = Path(results), Path(out), Path(summary_dir)
+    inputs = read_inputs(results, plan, summary_dir)
+    examples = {d.name: example_pairs(results, d.name, d.methods, d.modalities, plan.examples) for d in plan.datasets}
+    palette = plots.method_palette(plan.method_keys)
     colours = {m: _hex(c) for m, c in palette.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out.parent))
     try:
-        chosen = {}
-        for d in datasets:  # check every input before the slow part
-            _check_inputs(results, d, run_on[d])
-            mods = tuple(modalities[d]) if d in modalities else infer_modalities(results, d)
-            chosen[d] = (mods, example_images(results, d, run_on[d], mods, examples_per_dataset))
-        sections = [_dataset_section(results, d, run_on[d], *chosen[d], staging, palette) for d in datasets]
-        meta = {m: method_meta(m, descriptions) for m in methods}
-        training, without_log = _training_section(results, methods, {m: v[1] for m, v in meta.items()}, staging)
-        glossary = list({meta.name: meta for s in sections for meta in s.metrics}.values())
-        now = _now()
+        sections = [_dataset_section(plan, d.name, inputs, examples[d.name], staging, palette) for d in plan.datasets]
+        training, official = _training(results, plan, staging)
+        glossary = list({m.name: m for s in sections for m in s.metrics}.values())
+        methods = []
+        for m in plan.methods:
+            description, learned = method_meta(m.key, m.method, m.description)
+            kind = {True: "learned", False: "classical", None: "\u2013"}[learned if m.learned is None else m.learned]
+            methods.append({"name": m.key, "description": description, "kind": kind, "colour": colours[m.key]})
         html = (
             _environment()
             .get_template("report.html.j2")
             .render(
-                title=title,
-                generated=now.strftime("%Y-%m-%d %H:%M UTC"),
-                convention=convention,
+                title=plan.title,
+                provenance=inputs.provenance,
+                convention=plan.convention,
                 version=__version__,
-                n_datasets=len(datasets),
-                n_methods=len(methods),
                 n_images=sum(s.n_images for s in sections),
                 datasets=sections,
-                methods=[
-                    {
-                        "name": m,
-                        "description": meta[m][0],
-                        "kind": {True: "learned", False: "classical", None: "\u2013"}[meta[m][1]],
-                        "protocol": method_protocol(results, datasets, m),
-                        "colour": colours[m],
-                    }
-                    for m in methods
-                ],
+                methods=methods,
                 colours=colours,
                 glossary=glossary,
                 training=training,
-                without_log=without_log,
-                overall=_overall(sections, methods),
+                official=official,
+                efficiency=_efficiency(inputs.efficiency, plan),
+                overall=_overall(inputs.overall, plan, palette),
                 arrows={"up": UP, "down": DOWN},
             )
         )
