@@ -81,7 +81,7 @@ def test_state_dict_layout_is_upstream() -> None:
 def test_loads_an_upstream_state_dict_and_matches_the_upstream_network(tmp_path: Path) -> None:
     net = SwinFusionNet()
     state, a, b = random_state(net)
-    path = tmp_path / "10000_E.pth"
+    path = tmp_path / "random_E.pth"  # random weights under the registered name would be refused (not pinned)
     torch.save({"params": state}, path)  # the official loader unwraps "params" when present
     method = create("swinfusion", task="ivif")
     method.load_official(path)  # type: ignore[attr-defined]
@@ -93,7 +93,7 @@ def test_loads_an_upstream_state_dict_and_matches_the_upstream_network(tmp_path:
     method.load_official(path)  # type: ignore[attr-defined]
     del state["conv_last3.bias"]
     torch.save(state, path)
-    with pytest.raises(ValueError, match="10000_E.pth"):
+    with pytest.raises(ValueError, match="random_E.pth"):
         method.load_official(path)  # type: ignore[attr-defined]
 
 
