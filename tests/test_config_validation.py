@@ -70,3 +70,15 @@ def test_full_dry_run_imports_no_torch_and_trains_with_the_recipe_and_task(tmp_p
     assert "--method crossfuse --task ivif" in output and "results/patches/MSRS_256.npy" in output
     assert "--steps 160000 --batch-size 8" in output
     assert "--method densefuse --task mif" in output  # trained on Harvard-MRI-CT for the MIF test sets
+
+
+def test_paper_config_builds_every_official_row_under_both_protocols(tmp_path: Path) -> None:
+    """config/paper.yaml: each method with official weights fuses each standard test set of its tasks under the
+    official protocol, and again under fusebench's (the -fb rows)."""
+    code, output = dry_run(tmp_path, REPO / "config" / "paper.yaml", "--printshellcmds")
+    assert code == 0, output[-3000:]
+    for method in ("densefuse", "refusion", "tardal", "mffgan", "ifcnn", "u2fusion", "pmgi", "sdnet"):
+        assert f"--method {method} " in output
+    assert "--out results/fused/MEFB/pmgi-official --official" in output
+    assert "--out results/fused/MEFB/pmgi-official-fb --official" in output
+    assert output.count("--protocol official") > output.count("--protocol fusebench") > 0
