@@ -17,6 +17,13 @@ def small_config(shared: Path, steps: int = 40, **overrides: Any) -> dict[str, A
     config["weights_mirror"] = str(shared / "weights" / "official")
     config["training"]["defaults"].update(steps=steps, checkpoint_every=max(1, steps // 2))
     config.update(overrides)
+    # the convention-sensitivity scoring only on datasets the run keeps (none left: no sensitivity jobs)
+    sensitivity = config["metrics"].get("sensitivity", {})
+    kept = [d for d in sensitivity.get("datasets", []) if d in config["datasets"]]
+    if "datasets" in sensitivity and not kept:
+        del config["metrics"]["sensitivity"]
+    elif "datasets" in sensitivity:
+        sensitivity["datasets"] = kept
     return config
 
 
