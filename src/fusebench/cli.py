@@ -10,7 +10,7 @@ import typer
 
 from .datasets.cli import download_command, list_command
 from .metrics.cli import metrics_command
-from .report.cli import report_command, summarize_command
+from .report.cli import report_command, results_page_command, summarize_command
 from .weights import weights_command
 
 app = typer.Typer(
@@ -32,6 +32,9 @@ app.command("summarize", help="Summary tables (mean, CI, ranks, significance, co
     summarize_command
 )
 app.command("report", help="Render the HTML report from the summary tables and fused images.")(report_command)
+app.command("results-page", help="Tables and a Markdown page to publish, with published numbers side by side.")(
+    results_page_command
+)
 
 JsonOption = Annotated[str, typer.Option(help="Method options as a JSON object (from the config).")]
 

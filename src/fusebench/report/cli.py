@@ -64,3 +64,20 @@ def report_command(
     except (MissingResultError, ValueError) as exc:
         raise _fail(exc) from None
     typer.echo(f"report -> {path}")
+
+
+def results_page_command(
+    plan: PlanOption = Path("results/summary/plan.json"),
+    summary: SummaryOption = Path("results/summary"),
+    tables: Annotated[Path, typer.Option(help="Folder for the committed per-dataset tables.")] = Path("docs/results"),
+    page: Annotated[Path, typer.Option(help="The Markdown results page to write.")] = Path("docs/results.md"),
+) -> None:
+    """The results to publish: per-dataset tables (convention, method, metric, n, mean, std), the published vs
+    reproduced comparison, and a Markdown page with leaderboards and provenance."""
+    from .results_page import write_results_page
+
+    try:
+        written = write_results_page(summary, _plan(plan), tables, page)
+    except (OSError, KeyError, ValueError) as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{len(written)} files -> {tables}, {page}")
