@@ -143,6 +143,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _device_name(method: FusionMethod) -> str:
+    """Where the fusion ran, as the report shows it next to the run time (e.g. "cpu (2 threads)", "cuda:0 (NVIDIA
+    H100 80GB HBM3)")."""
+    import torch
+
+    device = torch.device(getattr(method, "device", "cpu"))
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
 def write_fusion_json(out_dir: Path, method: FusionMethod, protocol: str, weights: Sequence[Path]) -> Path:
     """``fusion.json``: which method, options, protocol and weights files produced the images (read by the
     report to label each row)."""
@@ -153,6 +164,7 @@ def write_fusion_json(out_dir: Path, method: FusionMethod, protocol: str, weight
         "task": method.task,
         "protocol": protocol,
         "weights": [{"file": f.name, "sha256": _sha256(f)} for f in files],
+        "device": _device_name(method),
     }
     path = out_dir / FUSION_JSON
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -146,7 +147,8 @@ def train(
     if patches.ndim != 4 or patches.shape[1] != 2:
         raise ValueError(f"patches must be Nx2xHxW, got shape {patches.shape}")
     run = {"steps": settings.steps, "batch_size": settings.batch_size, "seed": settings.seed, **(recipe or {})}
-    start = _resume(trainer, out_dir / CHECKPOINT, run)
+    start, seconds = _resume(trainer, out_dir / CHECKPOINT, run)
+    began = time.perf_counter() - seconds  # training time over every resumed part (for the report)
     if start == 0:
         seed_everything(settings.seed)
     else:
@@ -173,21 +175,25 @@ def train(
             if done % settings.checkpoint_every == 0 or done == settings.steps:
                 log_file.flush()
                 os.fsync(log_file.fileno())
-                save_checkpoint(trainer, done, out_dir / CHECKPOINT, run)
+                save_checkpoint(trainer, done, out_dir / CHECKPOINT, run, time.perf_counter() - began)
     finally:
         bar.close()
         log_file.close()
     with atomic_path(out_dir / RECIPE) as tmp:
-        tmp.write_text(json.dumps({**run, "checkpoint_every": settings.checkpoint_every}, indent=2) + "\n")
+        seconds = round(time.perf_counter() - began, 3)
+        used = {**run, "checkpoint_every": settings.checkpoint_every, "train_seconds": seconds}
+        tmp.write_text(json.dumps(used, indent=2) + "\n")
     final = out_dir / FINAL
     save_torch(trainer.export(), final)
     return final
 
 
-def save_checkpoint(trainer: Trainer, step: int, path: Path, run: Mapping[str, Any]) -> None:
-    """Write the resume point: ``trainer``'s state after ``step`` steps, the RNG, and the ``run`` recipe."""
+def save_checkpoint(trainer: Trainer, step: int, path: Path, run: Mapping[str, Any], seconds: float = 0.0) -> None:
+    """Write the resume point: ``trainer``'s state after ``step`` steps, the RNG, the ``run`` recipe and the
+    ``seconds`` of training so far."""
     state = {
         "step": step,
+        "seconds": seconds,
         "trainer": trainer.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "recipe": json.dumps(run, sort_keys=True),
@@ -197,11 +203,11 @@ def save_checkpoint(trainer: Trainer, step: int, path: Path, run: Mapping[str, A
     save_torch(state, path)
 
 
-def _resume(trainer: Trainer, path: Path, run: Mapping[str, Any]) -> int:
-    """The step to continue from: the checkpoint's, when it was written with the same ``run`` recipe; else 0,
-    after removing that checkpoint and the outputs of the old run."""
+def _resume(trainer: Trainer, path: Path, run: Mapping[str, Any]) -> tuple[int, float]:
+    """The step to continue from and the training seconds spent so far: the checkpoint's, when it was written with
+    the same ``run`` recipe; else (0, 0), after removing that checkpoint and the outputs of the old run."""
     if not path.exists():
-        return 0
+        return 0, 0.0
     state = load_torch(path, trainer.device, advice=f"delete it to train {path.parent} from step 0")
     stored = state.get("recipe")
     if stored != json.dumps(run, sort_keys=True):
@@ -213,12 +219,12 @@ def _resume(trainer: Trainer, path: Path, run: Mapping[str, Any]) -> int:
         )
         for old in (path, path.parent / FINAL, path.parent / RECIPE):
             old.unlink(missing_ok=True)
-        return 0
+        return 0, 0.0
     trainer.load_state_dict(state["trainer"])
     torch.set_rng_state(state["torch_rng"].cpu())
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
