@@ -124,6 +124,7 @@ def train_command(
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: torch's default, all cores).")] = 0,
 ) -> None:
     """Train a learned method with its paper's recipe (`fusebench methods NAME`) and the given overrides.
     Rerunning resumes from the last checkpoint in --out when the settings are the same, else starts over."""
@@ -143,6 +144,10 @@ def train_command(
         fusion = create(method, task=task, **method_options)
     except OptionError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if threads:  # the rule's `threads`, so that parallel jobs on one machine do not oversubscribe its cores
+        import torch
+
+        torch.set_num_threads(threads)
     dev = pick_device(device)
     seed_everything(seed)  # before the networks are built, so their initial weights follow the seed
     trainer = fusion.trainer(dev, steps=recipe["steps"], patch_size=recipe["patch_size"], **recipe["options"])

@@ -29,4 +29,4 @@ rule train:
         "fusebench train --method {params.name:q} --task {params.task:q} --options {params.options:q} "
         "--train-options {params.train_options:q} --patches {input:q} --out {params.out:q} "
         "--steps {params.steps:q} --batch-size {params.batch_size:q} --seed {params.seed:q} "
-        "--checkpoint-every {params.checkpoint_every:q} --device {params.device:q} 2> {log:q}"
+        "--checkpoint-every {params.checkpoint_every:q} --device {params.device:q} --threads {threads} 2> {log:q}"
