@@ -111,12 +111,11 @@ def header_lines(record: Mapping[str, Any], dataset: str | None = None) -> list[
     return [line.replace("\n", " ") for line in lines]
 
 
-def runs_of(results: Path, dataset: str, method: str) -> dict[str, Any]:
-    """What the fuse step recorded beside the fused images (``fusion.json``: method, protocol, weights, ...),
-    empty when it wrote none."""
+def json_record(path: Path) -> dict[str, Any]:
+    """The JSON object a step wrote beside its outputs (``fusion.json``, ``recipe.json``); empty when absent or
+    unreadable (the report then says "not recorded")."""
     import json
 
-    path = paths.fused_dir(results, dataset, method) / "fusion.json"
     if not path.is_file():
         return {}
     try:
@@ -124,3 +123,9 @@ def runs_of(results: Path, dataset: str, method: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def runs_of(results: Path, dataset: str, method: str) -> dict[str, Any]:
+    """What the fuse step recorded beside the fused images (``fusion.json``: method, protocol, weights, ...),
+    empty when it wrote none."""
+    return json_record(paths.fused_dir(results, dataset, method) / "fusion.json")

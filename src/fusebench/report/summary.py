@@ -178,14 +178,7 @@ def read_runtime(results: Path, dataset: str, method: str) -> pd.Series:
 
 def read_recipe(model_dir: Path) -> dict[str, Any]:
     """``recipe.json`` beside ``model.pt`` (the training settings actually used), empty when absent."""
-    path = Path(model_dir) / paths.RECIPE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return provenance.json_record(Path(model_dir) / paths.RECIPE)
 
 
 def training_run(results: Path, model: str) -> dict[str, Any]:
