@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from training_helpers import check_untrained_errors, real_patches, torch_threads
 
+from fusebench.datasets import DATASETS
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.ifcnn import (
     IFCNN,
@@ -28,16 +29,6 @@ from fusebench.methods.ifcnn import (
 
 OFFICIAL = Path("reference") / "official-outputs" / "ifcnn"
 WEIGHTS = Path("weights") / "official" / "ifcnn"
-TASKS = {
-    "TNO": "ivif",
-    "MSRS": "ivif",
-    "RoadScene": "ivif",
-    "Harvard-MRI-CT": "mif",
-    "Harvard-MRI-PET": "mif",
-    "MFIFB": "mff",
-    "MEFB": "mef",
-}
-
 one_thread = torch_threads(1)
 
 
@@ -74,7 +65,7 @@ def test_official_parity(shared: Path, weights: str, count: int) -> None:
     methods: dict[str, IFCNN] = {}
     report = {}
     for row in table:
-        task = TASKS[row["dataset"]]
+        task = DATASETS.get(row["dataset"]).task
         method = methods.setdefault(task, official(shared, weights, task))
         got = method.fuse_official(shared / "datasets" / row["source_a"], shared / "datasets" / row["source_b"])
         expected = read_png(shared / OFFICIAL / row["output"])

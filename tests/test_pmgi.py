@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from training_helpers import check_resume, check_untrained_errors, real_patches, torch_threads
 
+from fusebench.datasets import DATASETS
 from fusebench.methods import METHODS, LearnedMethod, create
 from fusebench.methods.gan import parameter_count
 from fusebench.methods.pmgi import (
@@ -30,23 +31,13 @@ from fusebench.training import FINAL
 
 OFFICIAL = Path("reference") / "official-outputs" / "pmgi"
 WEIGHTS = Path("weights") / "official" / "pmgi-tf"
-TASKS = {
-    "TNO": "ivif",
-    "MSRS": "ivif",
-    "RoadScene": "ivif",
-    "Harvard-MRI-CT": "mif",
-    "Harvard-MRI-PET": "mif",
-    "MFIFB": "mff",
-    "MEFB": "mef",
-}
-
 one_thread = torch_threads(1)
 
 
 def fusebench_order(row: dict[str, str]) -> tuple[str, str]:
     """The official table gives (ir slot, vi slot); fusebench's medical order is (mri, ct|pet)."""
     a, b = row["source_a"], row["source_b"]
-    return (b, a) if TASKS[row["dataset"]] == "mif" else (a, b)
+    return (b, a) if DATASETS.get(row["dataset"]).task == "mif" else (a, b)
 
 
 @pytest.mark.parametrize(("checkpoint", "count"), [("IR_VI", 9), ("Medical", 4), ("Multi-exp", 2), ("Multi-focus", 3)])
@@ -59,7 +50,7 @@ def test_official_parity(shared: Path, checkpoint: str, count: int) -> None:
     methods: dict[str, PMGI] = {}
     report = {}
     for row in table:
-        task = TASKS[row["dataset"]]
+        task = DATASETS.get(row["dataset"]).task
         if task not in methods:
             methods[task] = create("pmgi", task=task)  # type: ignore[assignment]
             methods[task].load_official(shared / WEIGHTS / checkpoint)
