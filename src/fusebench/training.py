@@ -67,6 +67,20 @@ class Trainer(ABC):
         """The weights used for fusion, as saved in ``model.pt``."""
 
 
+class NetTrainer(Trainer):
+    """A trainer of one network ``net`` with one optimiser ``optimizer``: its resume state is theirs."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
 def check_options(method: str, options: Mapping[str, Any], allowed: frozenset[str] = LOOP_KEYS) -> None:
     """Raise ``TypeError`` for trainer options that are neither the trainer's nor the loop's."""
     unknown = set(options) - set(allowed)

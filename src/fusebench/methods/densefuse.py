@@ -39,7 +39,7 @@ from torch import nn
 
 from .. import official
 from ..losses import ms_ssim, ssim
-from ..training import Trainer, check_options, seeded
+from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, load_state, to_image
 
 STRATEGIES = ("addition", "sum", "l1")
@@ -214,7 +214,7 @@ class DenseFuse(LearnedMethod):
 
 
 # --------------------------------------------------------------------------------------------- trainer
-class DenseFuseTrainer(Trainer):
+class DenseFuseTrainer(NetTrainer):
     """Auto-encoder training: every source of a Bx2xHxW pair batch is one 1-channel training image.
 
     Loss (paper, Eq. 1-3): ``MSE + ssim_weight * (1 - SSIM)`` between input and reconstruction, both on the
@@ -244,13 +244,6 @@ class DenseFuseTrainer(Trainer):
         self.ssim_kind = ssim
         self.net = seeded(seed, lambda: DenseFuseNet(channels=1)).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(lr))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def losses(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms for N x 1 x H x W images on the 0..255 scale."""

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..training import Trainer, check_options, seeded
+from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state
 from .mfifgan import SYNTHESIS_KEYS, SyntheticFocus
 
@@ -305,7 +305,7 @@ class IFCNN(LearnedMethod):
 
 
 # ---------------------------------------------------------------------------------------------- trainer
-class IFCNNTrainer(Trainer):
+class IFCNNTrainer(NetTrainer):
     """Supervised multi-focus training (the paper's setting) on synthetic pairs with ground truth.
 
     Each training image ``S`` of the batch (gray, repeated to 3 channels) becomes a multi-focus pair
@@ -344,13 +344,6 @@ class IFCNNTrainer(Trainer):
         self.net.to(self.device).train()
         trainable = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=float(lr))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def losses(self, a: torch.Tensor, b: torch.Tensor, sharp: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms for N x 1 x H x W sources and ground truth in [0, 1]."""

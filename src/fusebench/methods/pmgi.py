@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 from ..tfcheckpoint import TFCheckpoint
-from ..training import Trainer, check_options, seeded
+from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .mffgan import _lrelu, _tf_init, _tf_names, bytescale, laplacian_same
 
@@ -233,7 +233,7 @@ class PMGI(LearnedMethod):
 
 
 # ---------------------------------------------------------------------------------------------- trainer
-class PMGITrainer(Trainer):
+class PMGITrainer(NetTrainer):
     """The official training step: ``100 * (w_int_ir ||F - ir||^2 + w_int_vi ||F - vi||^2 + w_grad_ir
     ||lap F - lap ir||^2 + w_grad_vi ||lap F - lap vi||^2)`` (means; Laplacian with zero padding), weights
     per task (:data:`LOSS_WEIGHTS`, overridable by ``loss_weights``), Adam(``lr``), BatchNorm in training mode
@@ -259,13 +259,6 @@ class PMGITrainer(Trainer):
         self.weights = weights
         self.net = seeded(seed, PMGIGenerator).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(lr), eps=1e-8)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def losses(self, ir: torch.Tensor, vi: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms for N x 1 x H x W ir and vi on [-1, 1]."""

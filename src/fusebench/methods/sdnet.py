@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from ..tfcheckpoint import TFCheckpoint
-from ..training import Trainer, check_options, seeded
+from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 from .mffgan import BLUR_3X3, OUTPUTS, bytescale, from_tf_checkpoint, laplacian_same
 
@@ -248,7 +248,7 @@ def squeeze_decomposition_loss(
     return {"loss": loss, "intensity": intensity, "gradient": gradient, "decomposition": decomposition}
 
 
-class SDNetTrainer(Trainer):
+class SDNetTrainer(NetTrainer):
     """Adam on :func:`squeeze_decomposition_loss`; batches (a, b) on [0, 1] are mapped to [-1, 1].
 
     Options: ``lr`` (1e-4), ``b_weight`` and ``grad_weight`` (per task, :data:`LOSS_WEIGHTS`; the intensity
@@ -272,13 +272,6 @@ class SDNetTrainer(Trainer):
         self.b_weight, self.grad_weight, self.sept_weight = float(b_weight), float(grad_weight), float(sept_weight)
         self.net = seeded(seed, SDNetNet).to(self.device).train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=float(lr))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, float]:
         if batch.ndim != 4 or batch.shape[1] != 2:

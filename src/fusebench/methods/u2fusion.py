@@ -33,7 +33,7 @@ from torch import nn
 
 from ..losses import ssim
 from ..tfcheckpoint import TFCheckpoint
-from ..training import Trainer, check_options, seeded
+from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
 
 __all__ = [
@@ -412,7 +412,7 @@ def ewc_anchor(
 
 
 # --------------------------------------------------------------------------------------------- trainer
-class U2FusionTrainer(Trainer):
+class U2FusionTrainer(NetTrainer):
     """One task of U2Fusion's sequential training (module docstring; docs/methods/u2fusion.md).
 
     Options: ``vgg_weights`` (required: a VGG16 state dict file in torchvision's layout, see
@@ -458,13 +458,6 @@ class U2FusionTrainer(Trainer):
             self.anchor = {k: dict(v) for k, v in anchor.items()}
             self.net.load_state_dict(self.anchor["star"])  # the next task starts from the previous one
         self.optimizer = _tf_rmsprop(list(self.net.parameters()), float(lr))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
     def ewc_penalty(self) -> torch.Tensor:
         if self.anchor is None:
