@@ -24,8 +24,8 @@ from fusebench.methods.pmgi import (
     PMGITrainer,
     from_tf_checkpoint,
     load_tf_generator,
-    read_official_gray,
 )
+from fusebench.official import scipy_luma
 from fusebench.tfcheckpoint import TFCheckpoint
 from fusebench.training import FINAL
 
@@ -64,7 +64,7 @@ def test_official_parity(shared: Path, checkpoint: str, count: int) -> None:
         report[f"{row['dataset']}/{row['pair']}"] = int(diff.max())
         assert diff.max() <= 1 and (diff > 0).mean() < 3e-3, (row["pair"], diff.max(), (diff > 0).mean())
         if row["raw_npy"]:
-            raw = method.fuse_raw(read_official_gray(path_a), read_official_gray(path_b))
+            raw = method.fuse_raw(scipy_luma(path_a), scipy_luma(path_b))
             assert np.abs(raw - np.load(shared / OFFICIAL / row["raw_npy"])).max() < 0.05, row["pair"]  # 0..255
     print(checkpoint, "max abs diff per pair (grey levels):", report)
 
@@ -139,15 +139,15 @@ def test_official_batchnorm_is_per_image_instance_normalisation(shared: Path) ->
         assert not torch.allclose(crop, out[..., :12, :12], atol=1e-3)
 
 
-def test_read_official_gray(shared: Path) -> None:
+def test_scipy_luma(shared: Path) -> None:
     """Gray 'L' files come through unchanged; colour files give Pillow's luma of the YCbCr round trip."""
     gray = shared / "datasets" / "Harvard-MRI-CT" / "test" / "mri" / "16009.png"
     with Image.open(gray) as img:
-        assert np.array_equal(read_official_gray(gray), np.asarray(img.convert("L"), np.float32))
+        assert np.array_equal(scipy_luma(gray), np.asarray(img.convert("L"), np.float32))
     colour = shared / "datasets" / "MFIFB" / "test" / "a" / "lytro_01.jpg"
     with Image.open(colour) as img:
         expected = np.asarray(img.convert("YCbCr").convert("RGB").convert("F"), np.float32)
-    assert np.array_equal(read_official_gray(colour), expected)
+    assert np.array_equal(scipy_luma(colour), expected)
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -31,9 +31,9 @@ from fusebench.methods.sdnet import (
     gradient_scores,
     load_tf_net,
     low_pass,
-    scipy_imread_gray,
     squeeze_decomposition_loss,
 )
+from fusebench.official import scipy_luma
 from fusebench.tfcheckpoint import TFCheckpoint
 from fusebench.training import FINAL
 
@@ -80,7 +80,7 @@ def test_fuse_official_reproduces_official_output(
     method = methods[weights]
     path_a, path_b = fusebench_sources(shared, row)
     if row["raw_npy"]:  # the network itself, before the stretch (0..255 scale)
-        raw = method.fuse_raw(scipy_imread_gray(path_a), scipy_imread_gray(path_b))
+        raw = method.fuse_raw(scipy_luma(path_a), scipy_luma(path_b))
         assert np.abs(raw - np.load(shared / OFFICIAL / row["raw_npy"])).max() < 1e-3
     got = method.fuse_official(path_a, path_b)
     with Image.open(shared / OFFICIAL / row["output"]) as img:
@@ -98,7 +98,7 @@ def test_every_weights_file_has_official_outputs(shared: Path) -> None:
 def test_fuse_on_the_unified_gray_protocol(shared: Path, methods: dict[str, SDNet]) -> None:
     """``fuse`` on gray [0, 1] returns the official stretched image on [0, 1]; ``output: clip`` the raw output."""
     src = shared / "datasets" / "Harvard-MRI-CT" / "test"
-    a, b = (scipy_imread_gray(src / s / "16009.png") for s in ("mri", "ct"))
+    a, b = (scipy_luma(src / s / "16009.png") for s in ("mri", "ct"))
     fused = methods["Medical"].fuse(a / np.float32(255), b / np.float32(255))
     assert fused.dtype == np.float32 and fused.min() == 0.0 and fused.max() == 1.0
     with Image.open(shared / OFFICIAL / "Medical" / "Harvard-MRI-CT" / "16009.png") as img:
@@ -142,7 +142,7 @@ def test_decomposition_rebuilds_the_sources_with_official_weights(shared: Path) 
     net = SDNetNet()
     net.load_state_dict(load_tf_net(shared / WEIGHTS / "Medical"))
     src = shared / "datasets" / "Harvard-MRI-CT" / "test"
-    a, b = (torch.from_numpy(scipy_imread_gray(src / s / "16010.png"))[None, None] / 127.5 - 1 for s in ("ct", "mri"))
+    a, b = (torch.from_numpy(scipy_luma(src / s / "16010.png"))[None, None] / 127.5 - 1 for s in ("ct", "mri"))
     with torch.no_grad():
         _, rebuilt_a, rebuilt_b = net(a, b)
     mse = torch.nn.functional.mse_loss

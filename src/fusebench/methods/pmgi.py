@@ -26,9 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
+from ..official import scipy_luma
 from ..tfcheckpoint import TFCheckpoint
 from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
@@ -41,7 +41,6 @@ __all__ = [
     "PMGITrainer",
     "from_tf_checkpoint",
     "load_tf_generator",
-    "read_official_gray",
 ]
 
 #: the fused kernel's effective epsilon (``tf.nn.fused_batch_norm`` raises 1e-5 to at least 1.001e-5)
@@ -161,14 +160,6 @@ def load_tf_generator(path: str | Path) -> dict[str, torch.Tensor]:
     return from_tf_checkpoint(TFCheckpoint(path).read_all("fusion_model/"))
 
 
-def read_official_gray(path: Path) -> np.ndarray:
-    """``scipy.misc.imread(path, flatten=True, mode='YCbCr')`` (SciPy <= 1.1): Pillow ``convert('YCbCr')``
-    unless already YCbCr, then ``convert('F')``; HxW float32 on 0..255 (colour discarded)."""
-    with Image.open(path) as img:
-        ycc = img if img.mode == "YCbCr" else img.convert("YCbCr")
-        return np.asarray(ycc.convert("F"), dtype=np.float32)
-
-
 # ----------------------------------------------------------------------------------------------- method
 @METHODS.register("pmgi")
 class PMGI(LearnedMethod):
@@ -229,7 +220,7 @@ class PMGI(LearnedMethod):
     def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
         """``test_one_image.py``: SciPy's flattened YCbCr read, [-1, 1], the network with per-image BatchNorm,
         ``out * 127.5 + 127.5``, SciPy ``imsave``'s min-max stretch. Gray uint8 HxW (no colour in Python)."""
-        return bytescale(self.fuse_raw(read_official_gray(path_a), read_official_gray(path_b)))
+        return bytescale(self.fuse_raw(scipy_luma(path_a), scipy_luma(path_b)))
 
 
 # ---------------------------------------------------------------------------------------------- trainer

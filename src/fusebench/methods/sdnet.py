@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
+from ..official import scipy_luma
 from ..tfcheckpoint import TFCheckpoint
 from ..training import NetTrainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
@@ -49,7 +49,6 @@ __all__ = [
     "gradient_scores",
     "load_tf_net",
     "low_pass",
-    "scipy_imread_gray",
     "squeeze_decomposition_loss",
 ]
 
@@ -131,13 +130,6 @@ def load_tf_net(path: str | Path) -> dict[str, torch.Tensor]:
     return from_tf_checkpoint(TFCheckpoint(path).read_all("fusion_model/"), LAYERS, "sdnet")
 
 
-def scipy_imread_gray(path: str | Path) -> np.ndarray:
-    """``scipy.misc.imread(path, flatten=True, mode='YCbCr')`` of SciPy <= 1.1 (test.py): Pillow converts to
-    YCbCr, then to 'F' through 8-bit RGB (``(299 R + 587 G + 114 B) / 1000``); HxW float32 on 0..255."""
-    with Image.open(path) as img:
-        return np.array(img.convert("YCbCr").convert("RGB").convert("F"), dtype=np.float32)
-
-
 # ----------------------------------------------------------------------------------------------- method
 @METHODS.register("sdnet")
 class SDNet(LearnedMethod):
@@ -203,7 +195,7 @@ class SDNet(LearnedMethod):
     def fuse_official(self, path_a: Path, path_b: Path) -> np.ndarray:
         """test.py end to end: SciPy's flattened YCbCr read of each file, ``input_order``, per-image min-max
         stretch with round-half-up; the uint8 HxW image the script saves."""
-        a, b = scipy_imread_gray(path_a), scipy_imread_gray(path_b)
+        a, b = scipy_luma(path_a), scipy_luma(path_b)
         if a.shape != b.shape:
             raise ValueError(f"sdnet: {path_a} and {path_b} differ in size ({a.shape} vs {b.shape})")
         return bytescale(self.fuse_raw(a, b))
