@@ -1,5 +1,9 @@
 """The published results stay reproducible: one dataset x method slice of docs/results, rerun from scratch through
-the CLI (download, official-protocol fusion, metrics), equals the committed table to its printed digits."""
+the CLI (download, official-protocol fusion, metrics), equals the committed table: n exactly, mean and std to a
+relative 1e-5. Not to the last printed digit: the network runs in float32, and on another CPU (AVX2 vs AVX-512
+kernels, another thread count) a convolution can round a few pixels of the 8-bit fused image the other way. One
+such pixel moves a 25-image mean in the 8th digit (seen in CI: AG 4.63793885 vs 4.637938678), hundreds stay below
+1e-5; a real change (another procedure, weights or metric) moves the means in the 3rd digit or earlier."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def run(*args: str) -> None:
 
 
 @pytest.mark.slow
-def test_committed_sdnet_slice_is_reproduced_exactly(shared: Path, tmp_path: Path) -> None:
+def test_committed_sdnet_slice_is_reproduced(shared: Path, tmp_path: Path) -> None:
     committed = read_csv(REPO / "docs" / "results" / f"{DATASET}.csv")
     committed = committed[(committed["method"] == ENTRY) & (committed["convention"] == "cddfuse")]
     metrics = sorted(committed["metric"])
@@ -38,6 +42,7 @@ def test_committed_sdnet_slice_is_reproduced_exactly(shared: Path, tmp_path: Pat
     table = pd.read_csv(scores, dtype={"image": str}).set_index("image")
     ours = describe({ENTRY: table}, metric_directions(metrics)).set_index("metric")
     for row in committed.itertuples():
-        for column in ("n", "mean", "std"):
-            value = float(f"{ours.loc[row.metric, column]:.10g}")  # the committed tables' precision
-            assert value == getattr(row, column), (row.metric, column, value, getattr(row, column))
+        assert ours.loc[row.metric, "n"] == row.n, (row.metric, ours.loc[row.metric, "n"], row.n)
+        for column in ("mean", "std"):
+            value, expected = ours.loc[row.metric, column], getattr(row, column)
+            assert value == pytest.approx(expected, rel=1e-5, abs=1e-9), (row.metric, column, value, expected)
