@@ -99,6 +99,7 @@ def patches_command(
     typer.echo(f"{count} patches -> {out}")
 
 
+ThreadsOption = Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: torch's default, all cores).")]
 TaskOption = Annotated[
     str | None,
     typer.Option(
@@ -124,10 +125,13 @@ def train_command(
     checkpoint_every: Annotated[int, typer.Option(min=1)] = 100,
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    threads: Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: torch's default, all cores).")] = 0,
+    threads: ThreadsOption = 0,
 ) -> None:
     """Train a learned method with its paper's recipe (`fusebench methods NAME`) and the given overrides.
     Rerunning resumes from the last checkpoint in --out when the settings are the same, else starts over."""
+    from .cpu import set_threads, use_fast_cpu_memory
+
+    use_fast_cpu_memory()
     from .methods import METHODS, OptionError, create
     from .patches import load_patches
     from .training import TrainSettings, file_sha256, pick_device, seed_everything, train
@@ -144,10 +148,7 @@ def train_command(
         fusion = create(method, task=task, **method_options)
     except OptionError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if threads:  # the rule's `threads`, so that parallel jobs on one machine do not oversubscribe its cores
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dev = pick_device(device)
     seed_everything(seed)  # before the networks are built, so their initial weights follow the seed
     trainer = fusion.trainer(dev, steps=recipe["steps"], patch_size=recipe["patch_size"], **recipe["options"])
@@ -181,8 +182,12 @@ def fuse_command(
             "procedure end to end (needs --official)."
         ),
     ] = "fusebench",
+    threads: ThreadsOption = 0,
 ) -> None:
     """Fuse every pair of a test split with one method."""
+    from .cpu import set_threads, use_fast_cpu_memory
+
+    use_fast_cpu_memory()
     from .datasets import describe
     from .fuse import check_protocol, fuse_pairs
     from .methods import METHODS, LearnedMethod, OptionError, create
@@ -199,6 +204,7 @@ def fuse_command(
         check_protocol(fusion, protocol, official is not None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--protocol") from None
+    set_threads(threads)
     if isinstance(fusion, LearnedMethod):
         dev = pick_device(device)
         if (weights is None) == (official is None):

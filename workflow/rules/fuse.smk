@@ -29,6 +29,8 @@ rule fuse:
         protocol=lambda wc: method_entry(wc.method).get("protocol", "fusebench"),
     log:
         "results/logs/fuse/{dataset}_{method}.log",
+    # one thread per job: parallel jobs use the cores better than threads within one image's layers do
+    threads: 1
     resources:
         gpu=lambda wc: TRAINING["gpu"] if method_spec(wc.method).learned else 0,
         mem_mb=lambda wc, attempt: 4000 * attempt,
@@ -38,7 +40,7 @@ rule fuse:
     shell:
         "fusebench fuse --method {params.name:q} --options {params.options:q} --dataset {wildcards.dataset:q} "
         "--sources {input.sources:q} --out {output:q} {params.weights:q} --device {params.device:q} "
-        "--protocol {params.protocol:q} 2> {log:q}"
+        "--protocol {params.protocol:q} --threads {threads} 2> {log:q}"
 
 
 rule metrics:
