@@ -19,6 +19,7 @@ from fusebench.report import Plan, plan_from_dict
 DATASETS = {"TNO": ("ivif", ("ir", "vi")), "MSRS": ("ivif", ("ir", "vi")), "Harvard-MRI-CT": ("mif", ("mri", "ct"))}
 SCRIPT = "<script>"
 METHODS = ["average", "max", SCRIPT, "minimum"]
+NOT_RUN = "cddfuse-official"  # in the config, but its weights were absent (if_weights_present)
 #: methods run on each dataset ("minimum" only on TNO)
 RUN_ON = {d: (METHODS if d == "TNO" else METHODS[:3]) for d in DATASETS}
 FUSE = {
@@ -55,11 +56,16 @@ def plan_dict(examples: int = 1) -> dict[str, Any]:
             for d, (task, mods) in DATASETS.items()
         ],
         "methods": [
-            {"key": m, "method": m, "learned": m == "max", "description": f"{m} of the sources & co"} for m in METHODS
+            *(
+                {"key": m, "method": m, "learned": m == "max", "description": f"{m} of the sources & co"}
+                for m in METHODS
+            ),
+            {"key": NOT_RUN, "method": "cddfuse", "learned": True},  # its weights were not here: ran nowhere
         ],
         "weights": {
             "TNO": {"max": {"model": "max/MSRS"}, SCRIPT: {"official": ["densefuse-gray"]}},
         },
+        "skipped": [{"key": NOT_RUN, "datasets": list(DATASETS)[:2], "missing": ["cddfuse-ivf", "cddfuse-mif"]}],
     }
 
 

@@ -423,6 +423,19 @@ def test_official_paths_find_the_release_layout(tmp_path: Path) -> None:
     assert official_paths(tmp_path) == expected
 
 
+def test_load_official_from_the_fetched_files(tmp_path: Path) -> None:
+    """The workflow passes the first of the three files fetch-weights lays out side by side in
+    results/weights/crossfuse/; the others are found beside it."""
+    torch.manual_seed(5)
+    parts = {"ir": cn.AutoEncoder(), "vi": cn.AutoEncoder(), "fusion": cn.FusionNet()}
+    flat = {f"official_{part}": f"random_{part}.model" for part in parts}  # the pinned names are verified
+    for part, net in parts.items():
+        torch.save(net.state_dict(), tmp_path / flat[f"official_{part}"])
+    method = create("crossfuse", **flat)
+    method.load_official(tmp_path / flat["official_ir"])
+    assert all(torch.equal(method.fusion.state_dict()[k], v) for k, v in parts["fusion"].state_dict().items())
+
+
 def test_load_official_paths_and_errors(tmp_path: Path) -> None:
     save_official(tmp_path / "w", seed=5)
     with pytest.raises(FileNotFoundError, match="official_ir"):  # no file under the release's names

@@ -210,6 +210,8 @@ def test_page_shows_every_part(report: Path) -> None:
     assert "minimum (1/2 datasets)" in html  # coverage instead of a rank
     assert '<span class="protocol" title="test-time protocol (fusion.json)">official</span>' in html
     assert "of the sources &amp; co" in html
+    # an entry that ran nowhere for want of its weights: listed under "Not run", not in any table
+    assert "cddfuse-official did not run on TNO, MSRS: its weights cddfuse-ivf, cddfuse-mif" in html
 
 
 def test_method_names_are_escaped(report: Path) -> None:

@@ -33,7 +33,9 @@ def fake_summary(folder: Path) -> Path:
             {"key": "average", "method": "average"},
             {"key": "tardal-official", "method": "tardal"},
             {"key": "tardal-official-fb", "method": "tardal"},
+            {"key": "cddfuse-official", "method": "cddfuse"},
         ],
+        "skipped": [{"key": "cddfuse-official", "datasets": ["TNO-cddfuse25"], "missing": ["cddfuse-ivf"]}],
     }
     (folder / "plan.json").write_text(json.dumps(plan))
     rows = []
@@ -102,6 +104,9 @@ def test_results_page_tables_comparison_and_page(tmp_path: Path) -> None:
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "## TNO-cddfuse25 (ivif, 25 pairs)" in page and "| tardal-official | TarDAL | SD | 45.63 | 55.63 |" in page
     assert "commit `abc`" in page and "JinyuanLiu-CV/TarDAL" in page
+    # an entry left out for want of its weights is listed, with the weights and how to get them
+    assert "## Not run\n\n- cddfuse-official did not run on TNO-cddfuse25: its weights cddfuse-ivf" in page
+    assert "`fusebench fetch-weights NAME --out results/weights`" in page
     # generated, not hand-written: the same summary gives the same files
     first = {p: p.read_bytes() for p in (tmp_path / "docs").rglob("*") if p.is_file()}
     assert CliRunner().invoke(app, args).exit_code == 0

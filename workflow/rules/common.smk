@@ -68,9 +68,47 @@ def official_weights(key, task):
     return [official] if isinstance(official, str) else list(official)
 
 
-def runs_on(key, task):
+def weights_present(name):
+    """Whether registered weights are here without a download: fetched into results/weights, or in a local
+    weights mirror (a URL mirror is taken to hold them; fetch_weights checks every file either way)."""
+    path = weights_registry()[name].local_path
+    if os.path.isfile(f"results/weights/{path}"):
+        return True
+    if "://" in WEIGHTS_MIRROR:
+        return True
+    return bool(WEIGHTS_MIRROR) and os.path.isfile(os.path.join(WEIGHTS_MIRROR, path))
+
+
+def missing_weights(key, task):
+    """Official weights of an `if_weights_present` entry that are not here for `task` (the entry then does not
+    run on that task; the report says why). Other entries fetch what they need and miss nothing."""
+    if not method_entry(key).get("if_weights_present"):
+        return []
+    return [name for name in official_weights(key, task) if not weights_present(name)]
+
+
+def applies_to(key, task):
     per_task = isinstance(method_entry(key).get("official"), dict)
     return task in method_spec(key).tasks and (not per_task or bool(official_weights(key, task)))
+
+
+def runs_on(key, task):
+    return applies_to(key, task) and not missing_weights(key, task)
+
+
+def skipped_entries():
+    """Entries left out of datasets for want of their weights: [{key, datasets, missing}] for the report."""
+    skipped = []
+    for key in METHOD_KEYS:
+        datasets = [
+            d
+            for d in BENCH_DATASETS
+            if applies_to(key, DATASETS.get(d).task) and not runs_on(key, DATASETS.get(d).task)
+        ]
+        if datasets:
+            missing = sorted({n for d in datasets for n in missing_weights(key, DATASETS.get(d).task)})
+            skipped.append({"key": key, "datasets": datasets, "missing": missing})
+    return skipped
 
 
 def methods_for(dataset):
@@ -178,6 +216,8 @@ def check_method_entry(key):
                 f"protocol official, but {spec.name} has no official test-time procedure in fusebench; "
                 "use protocol fusebench"
             )
+        if entry.get("if_weights_present") and "official" not in entry:
+            raise ValueError("if_weights_present needs `official` weights (it skips the entry where they are absent)")
         if "train" in entry and not is_trained(key):
             raise ValueError("`train` is given but this entry is not trained (not learned, or official weights)")
         if is_trained(key):
@@ -201,6 +241,13 @@ for _dataset in config.get("archives", {}):
         raise ValueError(f"archives.{_dataset}: {_dataset} is not an archive dataset; it takes no archive file")
 for _key in METHOD_KEYS:
     check_method_entry(_key)
+for _skipped in skipped_entries():
+    print(
+        f"fusebench: not running {_skipped['key']} on {', '.join(_skipped['datasets'])}: weights "
+        f"{', '.join(_skipped['missing'])} are neither in results/weights nor in the weights mirror "
+        f"(`fusebench fetch-weights NAME --out results/weights` brings them where upstream can be reached)",
+        file=sys.stderr,
+    )
 CONVENTIONS.get(config["metrics"]["convention"])
 for _metric in config["metrics"]["names"]:
     METRICS.get(_metric)

@@ -46,6 +46,7 @@ def report_plan():
         ],
         "methods": [{"key": k, "method": method_spec(k).name, "learned": method_spec(k).learned} for k in METHOD_KEYS],
         "weights": {d: {m: run_weights(d, m) for m in methods_for(d) if run_weights(d, m)} for d in BENCH_DATASETS},
+        "skipped": skipped_entries(),
     }
     return json.dumps(plan, indent=2, sort_keys=True) + "\n"
 

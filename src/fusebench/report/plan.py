@@ -10,8 +10,12 @@
                     "methods": ["average", "densefuse"], "conventions": ["cddfuse"]}],
       "methods": [{"key": "densefuse", "method": "densefuse", "learned": true, "description": "..."}],
       "weights": {"TNO": {"densefuse": {"model": "densefuse/MSRS"},
-                          "tardal-official": {"official": ["tardal-v0"]}}}
+                          "tardal-official": {"official": ["tardal-v0"]}}},
+      "skipped": [{"key": "cddfuse-official", "datasets": ["TNO"], "missing": ["cddfuse-ivf"]}]
     }
+
+``skipped`` lists entries the config asked for but that did not run on some datasets because their weights
+were not here (``if_weights_present``); the report and the results page say so.
 
 Mappings travel as JSON instead of hand-parsed strings, so any name or title (quotes, spaces, ``$()``)
 arrives unchanged.
@@ -59,6 +63,17 @@ class Plan:
     config_sha256: str = ""
     #: dataset -> method -> {"official": [weights names]} or {"model": "<method>/<train set>"}
     weights: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: [{"key": entry, "datasets": [...], "missing": [weights names]}]: entries left out for want of weights
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def skipped_notes(self) -> list[str]:
+        """One sentence per entry left out: which datasets, which weights were missing, how to get them."""
+        return [
+            f"{s['key']} did not run on {', '.join(s['datasets'])}: its weights {', '.join(s['missing'])} were "
+            "neither fetched nor in the weights mirror (`fusebench fetch-weights NAME --out results/weights`, "
+            "where upstream can be reached, then rerun)"
+            for s in self.skipped
+        ]
 
     @property
     def method_keys(self) -> list[str]:
@@ -125,6 +140,7 @@ def plan_from_dict(data: dict[str, Any], source: str = "plan") -> Plan:
         examples=int(data.get("examples", 3)),
         config_sha256=str(data.get("config_sha256", "")),
         weights=dict(data.get("weights", {})),
+        skipped=[dict(s) for s in data.get("skipped", [])],
     )
     _check(plan, source)
     return plan

@@ -647,6 +647,7 @@ def render_report(results: Path, plan: Plan, summary_dir: Path, out: Path) -> Pa
                 official=official,
                 efficiency=_efficiency(inputs.efficiency, plan),
                 overall=_overall(inputs.overall, plan, palette),
+                not_run=plan.skipped_notes(),
                 arrows={"up": UP, "down": DOWN},
             )
         )

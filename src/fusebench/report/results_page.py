@@ -136,6 +136,7 @@ def write_results_page(summary: Path, plan: Plan, tables: Path, page: Path) -> l
             + ", ".join(f"{k} `{v[:12]}`" for k, v in record["test_set_sha256"].items()),
             "",
             *sections,
+            *(["## Not run", "", *(f"- {note}." for note in plan.skipped_notes()), ""] if plan.skipped else []),
             "## Weights used",
             "",
             weights or "(none)",

@@ -83,8 +83,10 @@ class CrossFuse(LearnedMethod):
         self._set(state["auto_encoder_ir"], state["auto_encoder_vi"], state["fusion"], device)
 
     def load_official(self, weights: Path, device: str = "cpu") -> None:
-        """Load the release's three files from the folder ``weights`` (see :func:`official_paths`)."""
-        paths = official_paths(Path(weights), self.options)
+        """Load the release's three files from the folder ``weights``, or from the folder of the file ``weights``
+        (the workflow passes the first of the three fetched files; see :func:`official_paths`)."""
+        weights = Path(weights)
+        paths = official_paths(weights.parent if weights.is_file() else weights, self.options)
         self._set(*(load_state(paths[part], device, self.name) for part in ("ir", "vi", "fusion")), device)
 
     def _set(self, ir: Mapping[str, Any], vi: Mapping[str, Any], fusion: Mapping[str, Any], device: str) -> None:
