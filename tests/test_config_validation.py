@@ -14,6 +14,7 @@ import pytest
 import yaml
 from workflow_helpers import REPO, small_config, write_config
 
+from fusebench.metrics import METRICS
 from fusebench.weights import registry
 
 
@@ -117,3 +118,15 @@ def test_if_weights_present_needs_official_weights(tmp_path: Path, shared: Path)
     config["methods"]["densefuse"]["if_weights_present"] = True
     code, output = dry_run(tmp_path, write_config(tmp_path / "bad.yaml", config))
     assert code != 0 and "methods.densefuse: if_weights_present needs `official` weights" in output, output[-3000:]
+
+
+def test_paper_fmi_overlay_scores_all_25_metrics(tmp_path: Path) -> None:
+    """config/paper-fmi.yaml on top of config/paper.yaml: the same fused folders, scored with FMI added."""
+    configs = [str(REPO / "config" / f) for f in ("paper.yaml", "paper-fmi.yaml")]
+    # the later --configfile option (both files, merged in order) replaces the helper's first one
+    code, output = dry_run(tmp_path, Path(configs[0]), "--printshellcmds", "--configfile", *configs)
+    assert code == 0, output[-3000:]
+    commands = [line for line in output.splitlines() if "fusebench metrics " in line]
+    assert commands and all("FMI_pixel,FMI_dct,FMI_w" in c for c in commands)
+    names = yaml.safe_load((REPO / "config" / "paper-fmi.yaml").read_text())["metrics"]["names"]
+    assert sorted(names) == sorted(METRICS.names())
