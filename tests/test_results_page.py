@@ -9,6 +9,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from fusebench.cli import app
+from fusebench.metrics import METRICS
 from fusebench.report.summary import read_csv, write_csv
 
 PAPER = {"EN": 6.84, "SD": 45.63, "SF": 8.68, "MI": 1.86, "SCD": 1.52, "VIF": 0.53, "Qabf": 0.32, "SSIM": 0.88}
@@ -91,6 +92,8 @@ def test_results_page_tables_comparison_and_page(tmp_path: Path) -> None:
         str(tmp_path / "docs" / "results"),
         "--page",
         str(tmp_path / "docs" / "results.md"),
+        "--note",
+        "FMI is left to config/paper-fmi.yaml",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -104,6 +107,9 @@ def test_results_page_tables_comparison_and_page(tmp_path: Path) -> None:
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "## TNO-cddfuse25 (ivif, 25 pairs)" in page and "| tardal-official | TarDAL | SD | 45.63 | 55.63 |" in page
     assert "commit `abc`" in page and "JinyuanLiu-CV/TarDAL" in page
+    unscored = [m for m in METRICS.names() if m not in PAPER]
+    assert f"- metrics not scored in this run: {', '.join(unscored)}\n" in page and "FMI_dct" in unscored
+    assert "- FMI is left to config/paper-fmi.yaml\n" in page
     # an entry left out for want of its weights is listed, with the weights and how to get them
     assert "## Not run\n\n- cddfuse-official did not run on TNO-cddfuse25: its weights cddfuse-ivf" in page
     assert "`fusebench fetch-weights NAME --out results/weights`" in page

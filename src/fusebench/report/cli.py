@@ -71,13 +71,16 @@ def results_page_command(
     summary: SummaryOption = Path("results/summary"),
     tables: Annotated[Path, typer.Option(help="Folder for the committed per-dataset tables.")] = Path("docs/results"),
     page: Annotated[Path, typer.Option(help="The Markdown results page to write.")] = Path("docs/results.md"),
+    note: Annotated[
+        list[str] | None, typer.Option(help="A line for the page's header (repeatable), e.g. what the run left out.")
+    ] = None,
 ) -> None:
     """The results to publish: per-dataset tables (convention, method, metric, n, mean, std), the published vs
     reproduced comparison, and a Markdown page with leaderboards and provenance."""
     from .results_page import write_results_page
 
     try:
-        written = write_results_page(summary, _plan(plan), tables, page)
+        written = write_results_page(summary, _plan(plan), tables, page, note or [])
     except (OSError, KeyError, ValueError) as exc:
         raise _fail(exc) from None
     typer.echo(f"{len(written)} files -> {tables}, {page}")

@@ -85,8 +85,11 @@ def leaderboard(table: pd.DataFrame, convention: str, metrics: Sequence[str]) ->
     return wide[[m for m in metrics if m in wide.columns]].reset_index()
 
 
-def write_results_page(summary: Path, plan: Plan, tables: Path, page: Path) -> list[Path]:
-    """Write the per-dataset tables and the comparison into ``tables`` and the Markdown page ``page``."""
+def write_results_page(summary: Path, plan: Plan, tables: Path, page: Path, notes: Sequence[str] = ()) -> list[Path]:
+    """Write the per-dataset tables and the comparison into ``tables`` and the Markdown page ``page``; ``notes``
+    (e.g. how to add what this run left out) are listed under the provenance."""
+    from ..metrics import METRICS
+
     summary, tables, page = Path(summary), Path(tables), Path(page)
     record = json.loads((summary / "provenance.json").read_text(encoding="utf-8"))
     header = [f"# {k}: {record[k]}" for k in ("fusebench", "git_commit", "config_sha256", "date")]
@@ -97,8 +100,10 @@ def write_results_page(summary: Path, plan: Plan, tables: Path, page: Path) -> l
         path = tables / "published-vs-reproduced.csv"
         write_csv(comparison, path, header)
         written.append(path)
+    scored: set[str] = set()
     for d in plan.datasets:
         table = dataset_table(summary, d.name)
+        scored |= set(table["metric"])
         path = tables / f"{d.name}.csv"
         write_csv(table, path, [*header, f"# test_set_sha256 {d.name}: {record['test_set_sha256'].get(d.name)}"])
         written.append(path)
@@ -134,6 +139,12 @@ def write_results_page(summary: Path, plan: Plan, tables: Path, page: Path) -> l
             f"- config sha256 `{record['config_sha256']}`; metric convention `{plan.convention}`",
             "- test sets (sha256 of the files as scored): "
             + ", ".join(f"{k} `{v[:12]}`" for k, v in record["test_set_sha256"].items()),
+            *(
+                [f"- metrics not scored in this run: {', '.join(unscored)}"]
+                if (unscored := [m for m in METRICS.names() if m not in scored])
+                else []
+            ),
+            *(f"- {note}" for note in notes),
             "",
             *sections,
             *(["## Not run", "", *(f"- {note}." for note in plan.skipped_notes()), ""] if plan.skipped else []),
