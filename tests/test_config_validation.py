@@ -120,13 +120,15 @@ def test_if_weights_present_needs_official_weights(tmp_path: Path, shared: Path)
     assert code != 0 and "methods.densefuse: if_weights_present needs `official` weights" in output, output[-3000:]
 
 
-def test_paper_fmi_overlay_scores_all_25_metrics(tmp_path: Path) -> None:
-    """config/paper-fmi.yaml on top of config/paper.yaml: the same fused folders, scored with FMI added."""
-    configs = [str(REPO / "config" / f) for f in ("paper.yaml", "paper-fmi.yaml")]
+def test_paper_overlay_scores_all_25_metrics(tmp_path: Path) -> None:
+    """config/paper-all-metrics.yaml on top of config/paper.yaml: the same fused folders, scored with the costly
+    metrics (FMI, Qp) added."""
+    configs = [str(REPO / "config" / f) for f in ("paper.yaml", "paper-all-metrics.yaml")]
     # the later --configfile option (both files, merged in order) replaces the helper's first one
     code, output = dry_run(tmp_path, Path(configs[0]), "--printshellcmds", "--configfile", *configs)
     assert code == 0, output[-3000:]
     commands = [line for line in output.splitlines() if "fusebench metrics " in line]
-    assert commands and all("FMI_pixel,FMI_dct,FMI_w" in c for c in commands)
-    names = yaml.safe_load((REPO / "config" / "paper-fmi.yaml").read_text())["metrics"]["names"]
+    assert commands and all("FMI_pixel,FMI_dct,FMI_w" in c and ",Qp" in c for c in commands)
+    assert any("--convention fusebench" in c for c in commands)
+    names = yaml.safe_load((REPO / "config" / "paper-all-metrics.yaml").read_text())["metrics"]["names"]
     assert sorted(names) == sorted(METRICS.names())

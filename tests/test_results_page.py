@@ -93,7 +93,7 @@ def test_results_page_tables_comparison_and_page(tmp_path: Path) -> None:
         "--page",
         str(tmp_path / "docs" / "results.md"),
         "--note",
-        "FMI is left to config/paper-fmi.yaml",
+        "FMI and Qp are left to config/paper-all-metrics.yaml",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -109,7 +109,7 @@ def test_results_page_tables_comparison_and_page(tmp_path: Path) -> None:
     assert "commit `abc`" in page and "JinyuanLiu-CV/TarDAL" in page
     unscored = [m for m in METRICS.names() if m not in PAPER]
     assert f"- metrics not scored in this run: {', '.join(unscored)}\n" in page and "FMI_dct" in unscored
-    assert "- FMI is left to config/paper-fmi.yaml\n" in page
+    assert "- FMI and Qp are left to config/paper-all-metrics.yaml\n" in page
     # an entry left out for want of its weights is listed, with the weights and how to get them
     assert "## Not run\n\n- cddfuse-official did not run on TNO-cddfuse25: its weights cddfuse-ivf" in page
     assert "`fusebench fetch-weights NAME --out results/weights`" in page
