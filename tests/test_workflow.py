@@ -35,8 +35,18 @@ def test_bad_config_value_fails_with_a_clear_message(tmp_path: Path, shared: Pat
     assert result.returncode != 0 and "unknown dataset 'TN0'" in result.stdout + result.stderr
 
 
-def test_small_benchmark_end_to_end(tmp_path: Path, shared: Path) -> None:
+#: the default run's slice of config/test.yaml: every kind of job (download, patches, training with a shared
+#: model, official weights under the official protocol, metrics in three conventions, report) on one dataset; the
+#: whole quick-start config (five datasets of four tasks) runs under -m slow
+LEAN = {"datasets": ["TNO"], "methods": ["average", "densefuse", "densefuse-l1", "tardal-official"]}
+
+
+@pytest.mark.parametrize("size", ["lean", pytest.param("quick-start", marks=pytest.mark.slow)])
+def test_small_benchmark_end_to_end(size: str, tmp_path: Path, shared: Path) -> None:
     config = small_config(shared)
+    if size == "lean":
+        config["datasets"] = LEAN["datasets"]
+        config["methods"] = {key: config["methods"][key] for key in LEAN["methods"]}
     configfile = write_config(tmp_path / "config.yaml", config)
     result = snakemake("--configfile", str(configfile), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-5000:]
