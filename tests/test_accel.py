@@ -102,12 +102,19 @@ def test_bf16_runs_the_network_in_bf16_and_returns_float32() -> None:
     assert seen == [torch.bfloat16] and out.dtype == torch.float32 and out.is_contiguous()
 
 
-def test_compile_matches_eager(shared: Path, pair: tuple[np.ndarray, np.ndarray]) -> None:
-    """torch.compile works on this machine (a C++ compiler is installed): DenseFuse compiled fuses as eager,
-    within float rounding (the compiled kernels may order sums differently)."""
-    small = tuple(x[:32, :48] for x in pair)
-    out = fused(shared, small, "densefuse", Accel(compile=True))  # type: ignore[arg-type]
-    np.testing.assert_allclose(out, fused(shared, small, "densefuse", None), rtol=0, atol=1e-5)  # type: ignore[arg-type]
+def test_compile_matches_eager() -> None:
+    """torch.compile works on this machine (a C++ compiler is installed): a small network compiled computes what
+    it computes eagerly, within float rounding, and keeps its state dict keys. (DenseFuse's official weights fused
+    a TNO crop compiled within 1e-5 of eager too, in 2 minutes: too slow for this suite.)"""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1))
+    x = torch.rand(1, 1, 24, 32)
+    with torch.inference_mode():
+        eager = net(x)
+        keys = list(net.state_dict())
+        compiled = Accel(compile=True).network(net, "cpu")
+        torch.testing.assert_close(compiled(x), eager, rtol=0, atol=1e-6)
+    assert list(compiled.state_dict()) == keys
 
 
 def test_compile_without_a_compiler_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,13 +156,18 @@ def test_default_settings_leave_training_unchanged(mirror: Path, tmp_path: Path,
 def test_training_steps_under_each_option(mirror: Path, tmp_path: Path, method: str) -> None:
     """channels_last trains as fp32 within float rounding; bf16 trains (finite losses near fp32's) and is
     recorded in the checkpoint's recipe, so an fp32 run does not resume a bf16 checkpoint."""
-    reference = [
-        [float(v) for v in row[1:]] for row in log_rows(train_run(mirror, tmp_path / "fp32", method, None).parent)[1:]
-    ]
-    for name, accel, rtol in (("cl", Accel(channels_last=True), 1e-4), ("bf16", Accel("bf16"), 0.1)):
+
+    def losses(run: Path, columns: slice) -> np.ndarray:
+        return np.array([[float(v) for v in row[columns]] for row in log_rows(run)[1:]])
+
+    fp32 = train_run(mirror, tmp_path / "fp32", method, None).parent
+    # every logged term within float rounding for channels_last, the total loss within 2% for bf16
+    for name, accel, columns, rtol in (
+        ("cl", Accel(channels_last=True), slice(1, None), 1e-4),
+        ("bf16", Accel("bf16"), slice(1, 2), 0.02),
+    ):
         run = train_run(mirror, tmp_path / name, method, accel).parent
-        losses = [[float(v) for v in row[1:]] for row in log_rows(run)[1:]]
-        np.testing.assert_allclose(losses, reference, rtol=rtol)
+        np.testing.assert_allclose(losses(run, columns), losses(fp32, columns), rtol=rtol)
         assert json.loads((run / RECIPE).read_text())["accel"] == accel.record()
         assert json.loads(torch.load(run / CHECKPOINT, weights_only=True)["recipe"])["accel"] == accel.record()
         state = torch.load(run / FINAL, weights_only=True)
