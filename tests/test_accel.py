@@ -6,6 +6,9 @@ Real pairs of the bundle (TNO) and the official DenseFuse and ReFusion weights."
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -15,7 +18,7 @@ import torch
 import yaml
 from training_helpers import assert_same_weights, log_rows, real_patches, torch_threads
 from typer.testing import CliRunner, Result
-from workflow_helpers import REPO
+from workflow_helpers import REPO, small_config, write_config
 
 from fusebench import accel as accel_module
 from fusebench.accel import Accel
@@ -237,3 +240,31 @@ def test_fusion_json_records_the_settings(shared: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads((out / FUSION_JSON).read_text())
     assert record["accel"] == {"precision": "fp32", "channels_last": True, "compile": False}
+
+
+def test_workflow_passes_the_settings_to_learned_methods_only(shared: Path, tmp_path: Path) -> None:
+    """The train and fuse rules pass the config's settings as options (only those that are not the defaults, so
+    a config without them runs the commands as before); classical methods get none."""
+    config = small_config(shared, datasets=["TNO"])
+    config["training"].update(precision="bf16", compile=True)
+    config["fusion"] = {"channels_last": True}
+    configfile = write_config(tmp_path / "c.yaml", config)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-n",
+        "-p",
+        "--configfile",
+        str(configfile),
+    ]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("Shell command: ")]
+    train = [c for c in commands if c.startswith("fusebench train")]
+    fuse = {re.search(r"--method (\S+)", c).group(1): c for c in commands if "fusebench fuse " in c}  # type: ignore[union-attr]
+    assert train and all("--precision bf16 --compile " in c and "--channels-last" not in c for c in train)
+    assert "--channels-last" in fuse["densefuse"] and "--channels-last" not in fuse["average"]
+    assert not any("--precision" in c or "--compile" in c for c in fuse.values())
