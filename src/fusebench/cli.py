@@ -100,6 +100,17 @@ def patches_command(
 
 
 ThreadsOption = Annotated[int, typer.Option(min=0, help="CPU threads for torch (0: torch's default, all cores).")]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(help="fp32, or bf16: networks under torch.autocast with bfloat16 (docs/performance.md)."),
+]
+ChannelsLastOption = Annotated[bool, typer.Option(help="Networks and their inputs in channels_last memory format.")]
+CompileOption = Annotated[
+    bool,
+    typer.Option(
+        help="torch.compile the networks (the first batch pays the compile time; on CPU needs a C++ compiler)."
+    ),
+]
 TaskOption = Annotated[
     str | None,
     typer.Option(
@@ -107,6 +118,16 @@ TaskOption = Annotated[
         "order, use it. For training, the task of the train set (the workflow passes it)."
     ),
 ]
+
+
+def _accel(precision: str, channels_last: bool, compile: bool) -> Any:
+    """The :class:`~fusebench.accel.Accel` of the options, or a usage error naming the bad value."""
+    from .accel import Accel
+
+    try:
+        return Accel(precision, channels_last, compile)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--precision") from None
 
 
 @app.command("train")
@@ -126,6 +147,9 @@ def train_command(
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     threads: ThreadsOption = 0,
+    precision: PrecisionOption = "fp32",
+    channels_last: ChannelsLastOption = False,
+    compile: CompileOption = False,
 ) -> None:
     """Train a learned method with its paper's recipe (`fusebench methods NAME`) and the given overrides.
     Rerunning resumes from the last checkpoint in --out when the settings are the same, else starts over."""
@@ -139,6 +163,7 @@ def train_command(
     spec = METHODS.spec(method)
     if not spec.learned:
         raise typer.BadParameter(f"{method} is not a learned method; it needs no training", param_hint="--method")
+    accel = _accel(precision, channels_last, compile)
     method_options = _json(options, "--options")
     data = load_patches(patches)
     overrides: dict[str, Any] = {"patch_size": int(data.shape[-1]), "options": _json(train_options, "--train-options")}
@@ -161,7 +186,7 @@ def train_command(
         "train_options": recipe["options"],
         "patches_sha256": file_sha256(patches),
     }
-    final = train(trainer, data, settings, out, progress=progress, recipe=run)
+    final = train(trainer, data, settings, out, progress=progress, recipe=run, accel=accel)
     typer.echo(f"trained {method} on {dev} -> {final}")
 
 
@@ -183,8 +208,11 @@ def fuse_command(
         ),
     ] = "fusebench",
     threads: ThreadsOption = 0,
+    precision: PrecisionOption = "fp32",
+    channels_last: ChannelsLastOption = False,
+    compile: CompileOption = False,
 ) -> None:
-    """Fuse every pair of a test split with one method."""
+    """Fuse every pair of a test split with one method (the performance options apply to learned methods)."""
     from .cpu import set_threads, use_fast_cpu_memory
 
     use_fast_cpu_memory()
@@ -194,10 +222,12 @@ def fuse_command(
     from .training import pick_device
 
     given = _json(options, "--options")
+    accel = _accel(precision, channels_last, compile)
     try:
         if official is not None:  # e.g. tardal+.pt implies variant tardal+ (its BatchNorm mode)
             given = METHODS.spec(method).with_weights_file(official, given)
-        fusion = create(method, **{"task": describe(dataset, sources).task, **given})
+        learned = {"accel": accel} if METHODS.spec(method).learned else {}
+        fusion = create(method, **{"task": describe(dataset, sources).task, **given, **learned})
     except OptionError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:

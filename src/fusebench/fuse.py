@@ -12,7 +12,7 @@ That is the ``fusebench`` protocol. Under the ``official`` protocol a method wit
 authors' test-time procedure end to end instead (``fuse_official(path_a, path_b)``: their source reading, grey or
 YCrCb conversion, scaling, output stretch, rounding and colour restoration; :mod:`fusebench.official`), so that
 its output is what the authors' code writes. Either way ``fusion.json`` beside the images records the method,
-the protocol and the weights files (names and sha256).
+the protocol, the weights files (names and sha256) and a learned method's performance settings (:mod:`.accel`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .atomic import atomic_path, write_text_atomic
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .imageio import read_image, write_png
-from .methods.base import DecisionMapMethod, FusionMethod, combine
+from .methods.base import DecisionMapMethod, FusionMethod, LearnedMethod, combine
 
 RUNTIME_CSV = "runtime.csv"
 FUSION_JSON = "fusion.json"
@@ -155,8 +155,9 @@ def _device_name(method: FusionMethod) -> str:
 
 
 def write_fusion_json(out_dir: Path, method: FusionMethod, protocol: str, weights: Sequence[Path]) -> Path:
-    """``fusion.json``: which method, options, protocol and weights files produced the images (read by the
-    report to label each row)."""
+    """``fusion.json``: which method, options, protocol and weights files produced the images, and for a learned
+    method its performance settings (``accel``: precision, channels_last, compile); read by the report to label
+    each row."""
     files = [f for w in weights for f in weights_files(Path(w))]
     record: dict[str, Any] = {
         "method": method.name,
@@ -166,6 +167,8 @@ def write_fusion_json(out_dir: Path, method: FusionMethod, protocol: str, weight
         "weights": [{"file": f.name, "sha256": _sha256(f)} for f in files],
         "device": _device_name(method),
     }
+    if isinstance(method, LearnedMethod):
+        record["accel"] = method.accel.record()
     path = out_dir / FUSION_JSON
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path

@@ -10,7 +10,9 @@ everything around it, so that every method gets the same guarantees:
   ``checkpoint_every`` steps; a restarted run continues from it, and the log is cut back to that step;
 * a checkpoint written with other settings (steps, batch size, seed, learning rate or any other trainer option,
   another patch file...) is never resumed: the run starts over from step 0 and the log says what changed;
-* the final weights go to ``model.pt`` (what :meth:`LearnedMethod.load` reads), the recipe to ``recipe.json``.
+* the final weights go to ``model.pt`` (what :meth:`LearnedMethod.load` reads), the recipe to ``recipe.json``;
+* optional performance settings (:class:`~fusebench.accel.Accel`: bf16 autocast, channels_last, torch.compile)
+  apply to every trainer's networks alike; on CUDA the patch array is moved to the GPU once when it fits.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .accel import Accel
 from .atomic import atomic_path, remove_stale_temps
 from .torchfile import load_torch, save_torch
 
@@ -41,6 +44,8 @@ LOSS_LOG = "loss.csv"
 RECIPE = "recipe.json"
 #: TrainSettings / data options that arrive in ``train_options`` and are not a trainer's business
 LOOP_KEYS: frozenset[str] = frozenset({"steps", "batch_size", "checkpoint_every", "patch_size"})
+#: on CUDA the patch array moves to the GPU once when it takes less than this fraction of its free memory
+DEVICE_PATCHES_FRACTION = 0.25
 
 T = TypeVar("T")
 
@@ -65,6 +70,17 @@ class Trainer(ABC):
     @abstractmethod
     def export(self) -> dict[str, Any]:
         """The weights used for fusion, as saved in ``model.pt``."""
+
+    def networks(self) -> list[torch.nn.Module]:
+        """The trainer's networks, for :meth:`Accel.train_networks`: its ``nn.Module`` attributes, also those in
+        a dict, list or tuple attribute (e.g. a GAN's discriminators)."""
+        found: list[torch.nn.Module] = []
+        for value in vars(self).values():
+            items = (
+                value.values() if isinstance(value, Mapping) else value if isinstance(value, list | tuple) else [value]
+            )
+            found += [v for v in items if isinstance(v, torch.nn.Module) and not any(v is f for f in found)]
+        return found
 
 
 class NetTrainer(Trainer):
@@ -132,6 +148,29 @@ def batch_indices(n_patches: int, batch_size: int, seed: int, step: int) -> np.n
     return np.sort(rng.choice(n_patches, size=min(batch_size, n_patches), replace=False))
 
 
+class PatchBatches:
+    """Batches of a uint8 patch array as float32 in [0, 1] on ``device``. ``resident`` (default: on CUDA when
+    the array takes less than :data:`DEVICE_PATCHES_FRACTION` of the free GPU memory) keeps the whole array on
+    the device, moved once, and indexes it there; the values are the same either way (one lookup table of
+    ``v / 255`` computed as the host path computes it)."""
+
+    def __init__(self, patches: np.ndarray, device: str | torch.device, resident: bool | None = None) -> None:
+        self.patches, self.device = patches, torch.device(device)
+        if resident is None:
+            resident = self.device.type == "cuda" and (
+                patches.nbytes < DEVICE_PATCHES_FRACTION * torch.cuda.mem_get_info(self.device)[0]
+            )
+        self.resident: torch.Tensor | None = None
+        if resident:
+            self.resident = torch.from_numpy(np.ascontiguousarray(patches)).to(self.device)
+            self.scale = torch.from_numpy(np.arange(256, dtype=np.float32) / 255.0).to(self.device)
+
+    def __call__(self, idx: np.ndarray) -> torch.Tensor:
+        if self.resident is None:
+            return torch.from_numpy(np.asarray(self.patches[idx], dtype=np.float32) / 255.0).to(self.device)
+        return self.scale[self.resident[torch.from_numpy(idx).to(self.device)].long()]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as f:
@@ -147,20 +186,28 @@ def train(
     out_dir: Path,
     progress: bool = True,
     recipe: Mapping[str, Any] | None = None,
+    accel: Accel | None = None,
 ) -> Path:
     """Train until ``settings.steps`` (resuming from ``out_dir/checkpoint.pt``); return ``model.pt``.
 
     ``recipe`` (JSON values) is what defines the run besides ``settings``: method, options, every trainer
     option, the patch file's sha256. With ``settings.steps``, ``batch_size`` and ``seed`` it is stored in every
     checkpoint; a checkpoint with another recipe is not resumed but the run starts over (the log names what
-    changed). It is written to ``recipe.json`` beside ``model.pt``, with ``checkpoint_every``.
+    changed). It is written to ``recipe.json`` beside ``model.pt``, with ``checkpoint_every`` and the ``accel``
+    settings; settings other than the default ones are part of the recipe (a bf16 checkpoint does not resume
+    an fp32 run), the default ones are not (checkpoints of earlier fusebench versions still resume).
     """
+    accel = accel or Accel()
     out_dir.mkdir(parents=True, exist_ok=True)
     for target in (CHECKPOINT, FINAL, LOSS_LOG):  # temporary files of a run killed while writing them
         remove_stale_temps(out_dir / target)
     if patches.ndim != 4 or patches.shape[1] != 2:
         raise ValueError(f"patches must be Nx2xHxW, got shape {patches.shape}")
     run = {"steps": settings.steps, "batch_size": settings.batch_size, "seed": settings.seed, **(recipe or {})}
+    if not accel.is_default:
+        run["accel"] = accel.record()
+    accel.train_networks(trainer.networks(), trainer.device)
+    batches = PatchBatches(patches, trainer.device)
     start, seconds = _resume(trainer, out_dir / CHECKPOINT, run)
     began = time.perf_counter() - seconds  # training time over every resumed part (for the report)
     if start == 0:
@@ -176,8 +223,8 @@ def train(
     try:
         for step in range(start, settings.steps):
             idx = batch_indices(len(patches), settings.batch_size, settings.seed, step)
-            batch = torch.from_numpy(np.asarray(patches[idx], dtype=np.float32) / 255.0).to(trainer.device)
-            losses = trainer.train_step(batch, step)
+            with accel.autocast(trainer.device):  # forward and loss; bf16 needs no loss scaling
+                losses = trainer.train_step(accel.layout(batches(idx)), step)
             if writer is None:
                 writer = csv.writer(log_file)
                 if not header_written:
@@ -195,7 +242,7 @@ def train(
         log_file.close()
     with atomic_path(out_dir / RECIPE) as tmp:
         seconds = round(time.perf_counter() - began, 3)
-        used = {**run, "checkpoint_every": settings.checkpoint_every, "train_seconds": seconds}
+        used = {**run, "accel": accel.record(), "checkpoint_every": settings.checkpoint_every, "train_seconds": seconds}
         tmp.write_text(json.dumps(used, indent=2) + "\n")
     final = out_dir / FINAL
     save_torch(trainer.export(), final)

@@ -142,6 +142,18 @@ def flag(name, value):
     return [name, str(value)] if value else []
 
 
+def accel_args(settings):
+    """`--precision`, `--channels-last`, `--compile` for the performance options of a config section (training,
+    fusion; docs/performance.md). Only those that differ from the defaults: a config without them runs the
+    commands with the parameters it always had."""
+    precision = settings.get("precision", "fp32")
+    return (
+        flag("--precision", precision if precision != "fp32" else "")
+        + (["--channels-last"] if settings.get("channels_last") else [])
+        + (["--compile"] if settings.get("compile") else [])
+    )
+
+
 def max_pairs_arg(split):
     return flag("--max-pairs", config.get("max_train_pairs" if split == "train" else "max_pairs"))
 

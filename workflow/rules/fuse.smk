@@ -27,6 +27,7 @@ rule fuse:
         weights=weights_arg,
         device=TRAINING["device"],
         protocol=lambda wc: method_entry(wc.method).get("protocol", "fusebench"),
+        accel=lambda wc: accel_args(config.get("fusion", {})) if method_spec(wc.method).learned else [],
     log:
         "results/logs/fuse/{dataset}_{method}.log",
     # one thread per job: parallel jobs use the cores better than threads within one image's layers do
@@ -40,7 +41,7 @@ rule fuse:
     shell:
         "fusebench fuse --method {params.name:q} --options {params.options:q} --dataset {wildcards.dataset:q} "
         "--sources {input.sources:q} --out {output:q} {params.weights:q} --device {params.device:q} "
-        "--protocol {params.protocol:q} --threads {threads} 2> {log:q}"
+        "--protocol {params.protocol:q} {params.accel:q} --threads {threads} 2> {log:q}"
 
 
 rule metrics:

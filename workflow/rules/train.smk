@@ -15,6 +15,7 @@ rule train:
         checkpoint_every=lambda wc: checkpoint_every(wc.method),
         seed=TRAINING["seed"],
         device=TRAINING["device"],
+        accel=accel_args(TRAINING),
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/train/{method}_{dataset}.log",
@@ -29,4 +30,5 @@ rule train:
         "fusebench train --method {params.name:q} --task {params.task:q} --options {params.options:q} "
         "--train-options {params.train_options:q} --patches {input:q} --out {params.out:q} "
         "--steps {params.steps:q} --batch-size {params.batch_size:q} --seed {params.seed:q} "
-        "--checkpoint-every {params.checkpoint_every:q} --device {params.device:q} --threads {threads} 2> {log:q}"
+        "--checkpoint-every {params.checkpoint_every:q} --device {params.device:q} {params.accel:q} "
+        "--threads {threads} 2> {log:q}"

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..accel import Accel
 from ..torchfile import load_torch
 from ..training import Trainer
 from ..weights import check_known_file
@@ -92,9 +93,13 @@ class LearnedMethod(FusionMethod):
     network: ClassVar[type[nn.Module] | None] = None
     #: what load errors call a state dict of ``network``, e.g. "a FusionGAN generator"
     network_kind: ClassVar[str] = "a state dict of the network"
+    #: the network's methods (or submodules) that ``fuse`` and ``fuse_official`` call: what ``accel`` sets up
+    net_entries: ClassVar[tuple[str, ...]] = ("forward",)
 
-    def __init__(self, task: str | None = None, **options: Any) -> None:
+    def __init__(self, task: str | None = None, accel: Accel | None = None, **options: Any) -> None:
         super().__init__(task, **options)
+        #: performance settings applied to each network when it is loaded (:mod:`fusebench.accel`)
+        self.accel = accel or Accel()
         #: where the loaded network runs (set when weights are loaded)
         self.device = torch.device("cpu")
         #: the network ``fuse`` runs; None until :meth:`load` or :meth:`load_official`
@@ -132,10 +137,11 @@ class LearnedMethod(FusionMethod):
             raise ValueError(f"{self.name}: {source} does not hold {self.network_kind}: {exc}") from None
         self.net = self._to_device(net, device)
 
-    def _to_device(self, net: N, device: str) -> N:
-        """``net`` moved to ``device`` in eval mode; ``device`` becomes the method's device."""
+    def _to_device(self, net: N, device: str, entries: tuple[str, ...] | None = None) -> N:
+        """``net`` moved to ``device`` in eval mode and set up by ``accel`` (its ``entries``, default
+        ``net_entries``, are the calls that run under its settings); ``device`` becomes the method's device."""
         self.device = torch.device(device)
-        return net.to(self.device).eval()
+        return self.accel.network(net.to(self.device).eval(), self.device, entries or self.net_entries)
 
     def _require(self, net: N | None) -> N:
         """``net``, or, when no weights were loaded into it yet, the error ``fuse`` gives in every learned

@@ -420,6 +420,7 @@ class CDDFuse(LearnedMethod):
 
     name: ClassVar[str] = "cddfuse"
     net: CDDFuseNet | None
+    net_entries: ClassVar[tuple[str, ...]] = ("fuse",)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -132,6 +132,7 @@ class DenseFuse(LearnedMethod):
     name: ClassVar[str] = "densefuse"
     network: ClassVar[type[nn.Module]] = DenseFuseNet
     network_kind: ClassVar[str] = "a DenseFuse state dict"
+    net_entries: ClassVar[tuple[str, ...]] = ("encode", "decode")
     net: DenseFuseNet | None
 
     def __init__(self, **options: Any) -> None:

@@ -405,6 +405,7 @@ class MFIFGAN(DecisionMapMethod):
     name: ClassVar[str] = "mfifgan"
     network: ClassVar[type[nn.Module]] = MFIFGANGenerator
     network_kind: ClassVar[str] = "an MFIF-GAN generator"
+    net_entries: ClassVar[tuple[str, ...]] = ("line1", "decode")  # the official procedure calls them itself
     net: MFIFGANGenerator | None
 
     def __init__(self, **options: Any) -> None:

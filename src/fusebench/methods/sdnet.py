@@ -144,6 +144,7 @@ class SDNet(LearnedMethod):
 
     network: ClassVar[type[nn.Module]] = SDNetNet
     network_kind: ClassVar[str] = "an SDNet network"
+    net_entries: ClassVar[tuple[str, ...]] = ("squeeze",)
     net: SDNetNet | None
 
     def __init__(self, **options: Any) -> None:

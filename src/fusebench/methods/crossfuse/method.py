@@ -101,8 +101,8 @@ class CrossFuse(LearnedMethod):
                 module.load_state_dict(dict(state), strict=True)
             except RuntimeError as err:
                 raise ValueError(f"crossfuse: the {what} weights do not match the architecture: {err}") from None
-        self.ae_ir = self._to_device(ae_ir, device)
-        self.ae_vi = self._to_device(ae_vi, device)
+        self.ae_ir = self._to_device(ae_ir, device, ("encode",))
+        self.ae_vi = self._to_device(ae_vi, device, ("encode",))
         self.fusion = self._to_device(net, device)
 
     # -- fusion
