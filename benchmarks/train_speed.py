@@ -44,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_code import official_imports, timm_stand_in, torchvision_stand_in, wandb_stand_in  # noqa: E402
@@ -272,14 +273,32 @@ def run_case(name: str, official_root: Path | None, batch: int | None, patch: in
 
 
 # ------------------------------------------------------------------------------------------------ profile
+class FlopCount(TorchDispatchMode):
+    """FLOPs of the matmul/convolution ops run inside (forward and backward), by torch's own formulas
+    (``FlopCounterMode`` itself installs module hooks that break TarDAL's double backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def conv_gflops(repeat: int = 3) -> float:
     """GFLOP/s of one plain 3x3 convolution, 128 -> 128 channels on 1 x 128 x 256 x 256, fp32 (best of
     ``repeat``): what this CPU does on dense convolution work with the current thread count."""
     x = torch.randn(1, 128, 256, 256)
     w = torch.randn(128, 128, 3, 3)
-    F.conv2d(x, w, padding=1)
+    with FlopCount() as counter:  # the same formulas as the steps' counts: 2 * 128 * 128 * 9 * 256 * 256
+        F.conv2d(x, w, padding=1)
     best = min(timed(lambda: F.conv2d(x, w, padding=1))[0] for _ in range(repeat))
-    return 2 * 128 * 128 * 9 * 256 * 256 / best / 1e9
+    return counter.total / best / 1e9
 
 
 def networks_and_optimizers(trainer: Trainer) -> tuple[list[nn.Module], list[torch.optim.Optimizer]]:
@@ -296,7 +315,7 @@ def networks_and_optimizers(trainer: Trainer) -> tuple[list[nn.Module], list[tor
 def profile_step(trainer: Trainer, data: torch.Tensor, patches: np.ndarray, steps: int) -> dict[str, float]:
     """Seconds per step in data (making the batch as ``fusebench.training.train`` does), forward (the trainer's
     networks), backward (``Tensor.backward``), optimiser (``step`` / ``zero_grad``) and the rest (losses and glue),
-    by timers around those calls; plus the step's FLOPs (forward + backward, ``FlopCounterMode``)."""
+    by timers around those calls; plus the step's FLOPs (forward + backward, :class:`FlopCount`)."""
     totals = dict.fromkeys(("forward", "backward", "optimiser"), 0.0)
     nets, opts = networks_and_optimizers(trainer)
     depth = [0]
@@ -311,7 +330,9 @@ def profile_step(trainer: Trainer, data: torch.Tensor, patches: np.ndarray, step
         if depth[0] == 0:
             totals["forward"] += time.perf_counter() - depth.pop()
 
-    handles = [h for n in nets for h in (n.register_forward_pre_hook(pre), n.register_forward_hook(post))]
+    # every module of the networks (trainers call parts such as net.encoder directly); nested calls count once
+    handles = [h for n in nets for m in n.modules() for h in (m.register_forward_pre_hook(pre),
+                                                               m.register_forward_hook(post))]
 
     def timer(key: str, func: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -323,8 +344,9 @@ def profile_step(trainer: Trainer, data: torch.Tensor, patches: np.ndarray, step
 
         return wrapped
 
-    backward = torch.Tensor.backward
+    backward, grad = torch.Tensor.backward, torch.autograd.grad
     torch.Tensor.backward = timer("backward", backward)  # type: ignore[method-assign]
+    torch.autograd.grad = timer("backward", grad)  # gradient penalties and meta-learning steps
     for opt in opts:
         opt.step = timer("optimiser", opt.step)  # type: ignore[method-assign]
         opt.zero_grad = timer("optimiser", opt.zero_grad)  # type: ignore[method-assign]
@@ -338,19 +360,20 @@ def profile_step(trainer: Trainer, data: torch.Tensor, patches: np.ndarray, step
             sec, _ = timed(lambda: torch.from_numpy(np.asarray(patches[idx], dtype=np.float32) / 255.0))  # noqa: B023
             data_s.append(sec)
             walls.append(timed(lambda: trainer.train_step(data.clone(), 0))[0])
-        with FlopCounterMode(display=False) as counter:
+        out = {k: v / steps for k, v in totals.items()}
+        with FlopCount() as counter:
             trainer.train_step(data.clone(), 0)
     finally:
         torch.Tensor.backward = backward  # type: ignore[method-assign]
+        torch.autograd.grad = grad
         for opt in opts:
             del opt.step, opt.zero_grad
         for h in handles:
             h.remove()
-    out = {k: v / steps for k, v in totals.items()}
     out["step"] = statistics.mean(walls)
     out["loss and other"] = out["step"] - out["forward"] - out["backward"] - out["optimiser"]
     out["data"] = statistics.mean(data_s)
-    out["gflop"] = counter.get_total_flops() / 1e9
+    out["gflop"] = counter.total / 1e9
     return out
 
 
