@@ -392,6 +392,7 @@ def main() -> None:
         pairs = list(MFF_PAIRS) if CASES[name].task == "mff" else args.pairs
         print(f"{name} ...", flush=True)
         results[name] = run_case(name, args.shared, official.get(name), pairs, args.repeat)
+        print("\n".join(markdown({name: results[name]}).splitlines()[2:]), flush=True)  # rows so far
     load_after = os.getloadavg()
     print(markdown(results))
     print(f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1-min)")

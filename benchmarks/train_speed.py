@@ -458,6 +458,7 @@ def main() -> None:
             print(f"{name} ...", flush=True)
             root = official.get(OFFICIAL_KEY.get(name, ""))
             results[name] = run_case(name, root, args.batch, args.patch, args.steps)
+            print("\n".join(markdown({name: results[name]}).splitlines()[2:]), flush=True)  # rows so far
         table = markdown(results)
     load_after = os.getloadavg()
     print(table)
