@@ -343,8 +343,8 @@ def run_case(name: str, shared: Path, official_root: Path | None, pairs: list[st
 
 def markdown(results: dict) -> str:
     lines = [
-        "| method | pair | fusebench s/pair (min / median) | official s/pair (min / median) | official / fusebench (min / median) "
-        "| max grey diff | note |",
+        "| method | pair | fusebench s/pair (min / median) | official s/pair (min / median) "
+        "| official / fusebench (min / median) | max grey diff | note |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for name, res in results.items():
