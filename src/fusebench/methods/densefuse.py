@@ -56,7 +56,9 @@ class ConvLayer(nn.Module):
         self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect")))
+        # in place, as the release: no second full-size buffer per layer (the conv's output is not needed by its
+        # backward), about 10% of a 640x480 fusion on one CPU thread
+        return F.relu(self.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect")), inplace=True)
 
 
 class DenseLayer(nn.Module):
