@@ -134,8 +134,11 @@ def ifcnn_official(root: Path, weights: Path) -> Fuser:
     mean, std = [0, 0, 0], [1, 1, 1]
 
     def fuse(a: Path, b: Path) -> np.ndarray:
-        pair = ImagePair(impath1=str(b), impath2=str(a), transform=transforms.Compose(
-            [transforms.ToTensor(), transforms.Normalize(mean=mean, std=std)]))
+        pair = ImagePair(
+            impath1=str(b),
+            impath2=str(a),
+            transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=mean, std=std)]),
+        )
         img1, img2 = pair.get_pair()
         img1.unsqueeze_(0)
         img2.unsqueeze_(0)
@@ -169,8 +172,11 @@ def refusion_official(root: Path, weights: Path) -> Fuser:
             if refusion_utils.is_grayscale(img1):
                 crcb = None if refusion_utils.is_grayscale(img2) else img2_ycrcb[:, :, 1:]
             else:
-                crcb = (img1_ycrcb[:, :, 1:] if refusion_utils.is_grayscale(img2)
-                        else refusion_utils.fuse_CrCb(img1_ycrcb[:, :, 1:], img2_ycrcb[:, :, 1:]))
+                crcb = (
+                    img1_ycrcb[:, :, 1:]
+                    if refusion_utils.is_grayscale(img2)
+                    else refusion_utils.fuse_CrCb(img1_ycrcb[:, :, 1:], img2_ycrcb[:, :, 1:])
+                )
             t1 = torch.FloatTensor(img1_ycrcb[:, :, 0][np.newaxis, np.newaxis, ...] / 255)
             t2 = torch.FloatTensor(img2_ycrcb[:, :, 0][np.newaxis, np.newaxis, ...] / 255)
             data = model(torch.cat((t1, t2), 1))
@@ -276,8 +282,13 @@ CASES = {
     "ifcnn": Case("ivif", "ifcnn/IFCNN-MAX.pth", ifcnn_official),
     "refusion": Case("ivif", "refusion/ReFusion_IVIF.pth", refusion_official),
     "tardal": Case("ivif", "tardal-v0/tardal.pt", tardal_official),
-    "cddfuse": Case("ivif", "", cddfuse_official, cddfuse_fusebench,
-                    "random weights in both; fusebench protocol on fusebench's side (no fuse_official)"),
+    "cddfuse": Case(
+        "ivif",
+        "",
+        cddfuse_official,
+        cddfuse_fusebench,
+        "random weights in both; fusebench protocol on fusebench's side (no fuse_official)",
+    ),
     "u2fusion": Case("ivif", "u2fusion-tf/model.ckpt.index", None),
     "pmgi": Case("ivif", "pmgi-tf/IR_VI/CGAN.model-1.index", None),
     "sdnet": Case("ivif", "sdnet-tf/IR_VIS/IRVIS.model-10.index", None),
@@ -334,13 +345,15 @@ def run_case(name: str, shared: Path, official_root: Path | None, pairs: list[st
     for pair in pairs:
         row = {"fusebench_min": min(t_ours[pair]), "fusebench_median": statistics.median(t_ours[pair])}
         if theirs is not None:
-            row.update({
-                "official_min": min(t_theirs[pair]),
-                "official_median": statistics.median(t_theirs[pair]),
-                "ratio": statistics.median(t_theirs[pair]) / statistics.median(t_ours[pair]),
-                "ratio_min": min(t_theirs[pair]) / min(t_ours[pair]),
-                "max_grey_difference": diff[pair],
-            })
+            row.update(
+                {
+                    "official_min": min(t_theirs[pair]),
+                    "official_median": statistics.median(t_theirs[pair]),
+                    "ratio": statistics.median(t_theirs[pair]) / statistics.median(t_ours[pair]),
+                    "ratio_min": min(t_theirs[pair]) / min(t_ours[pair]),
+                    "max_grey_difference": diff[pair],
+                }
+            )
         rows[pair] = row
     if name in TF1:
         note = "TF1 release: no runnable official code here, fusebench only"
@@ -384,16 +397,29 @@ def parse_official(items: list[str]) -> dict[str, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("FUSEBENCH_SHARED", REPO.parent / "shared")))
-    parser.add_argument("--official", action="append", default=[], metavar="NAME=FOLDER",
-                        help="the official code of NAME (densefuse, ifcnn, refusion, tardal, cddfuse); repeatable")
+    parser.add_argument(
+        "--official",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="the official code of NAME (densefuse, ifcnn, refusion, tardal, cddfuse); repeatable",
+    )
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--pairs", nargs="+", default=list(IVIF_PAIRS),
-                        help="IVIF pairs as DATASET/SPLIT/NAME (MFF-GAN uses MFIFB/test/lytro_01)")
+    parser.add_argument(
+        "--pairs",
+        nargs="+",
+        default=list(IVIF_PAIRS),
+        help="IVIF pairs as DATASET/SPLIT/NAME (MFF-GAN uses MFIFB/test/lytro_01)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per pair (min and median)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     parser.add_argument("--device", default="cpu", choices=["cpu"], help="only cpu: the official scripts run there")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="cpu",
-                        help="cpu: process CPU time (default; right for --threads 1 on a shared machine); wall")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="cpu",
+        help="cpu: process CPU time (default; right for --threads 1 on a shared machine); wall",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     _clock[0] = CLOCKS[args.clock]
@@ -412,8 +438,14 @@ def main() -> None:
     print(markdown(results))
     print(f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1-min)")
     if args.json:
-        payload = {"clock": args.clock, "threads": args.threads, "repeat": args.repeat, "load_before": load_before,
-                   "load_after": load_after, "methods": results}
+        payload = {
+            "clock": args.clock,
+            "threads": args.threads,
+            "repeat": args.repeat,
+            "load_before": load_before,
+            "load_after": load_after,
+            "methods": results,
+        }
         args.json.write_text(json.dumps(payload, indent=2))
 
 

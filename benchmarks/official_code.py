@@ -89,15 +89,21 @@ def torchvision_stand_in() -> dict[str, ModuleType]:
     models = _module("torchvision.models", resnet101=_ResNet101Conv1)
     datasets = _module("torchvision.datasets")
     root = _module("torchvision", transforms=transforms, models=models, datasets=datasets)
-    return {"torchvision": root, "torchvision.transforms": transforms, "torchvision.models": models,
-            "torchvision.datasets": datasets}
+    return {
+        "torchvision": root,
+        "torchvision.transforms": transforms,
+        "torchvision.models": models,
+        "torchvision.datasets": datasets,
+    }
 
 
 def timm_stand_in() -> dict[str, ModuleType]:
     """CDDFuse's ``net.py`` imports ``DropPath, to_2tuple, trunc_normal_`` from timm but defines its own
     ``DropPath`` and never calls the other two (timm needs torchvision)."""
     layers = _module(
-        "timm.models.layers", DropPath=_unused("DropPath"), to_2tuple=_unused("to_2tuple"),
+        "timm.models.layers",
+        DropPath=_unused("DropPath"),
+        to_2tuple=_unused("to_2tuple"),
         trunc_normal_=_unused("trunc_normal_"),
     )
     models = _module("timm.models", layers=layers)

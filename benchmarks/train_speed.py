@@ -117,14 +117,23 @@ def tardal_official(root: Path, trainer: Any, patch: int) -> tuple[Step, bool]:
         from pipeline.train import Train
     self = SimpleNamespace(
         config=SimpleNamespace(weight=(1.0, 20.0, 0.1), adv_weight=(1.0, 1.0)),
-        generator=Generator(32, 3), dis_target=Discriminator(32, (patch, patch)),
+        generator=Generator(32, 3),
+        dis_target=Discriminator(32, (patch, patch)),
         dis_detail=Discriminator(32, (patch, patch)),
-        l1=nn.L1Loss(reduction="none"), ssim=SSIMLoss(window_size=11, reduction="none"),
-        spatial=SpatialGradient("diff"), wk=2, wp=6,
+        l1=nn.L1Loss(reduction="none"),
+        ssim=SSIMLoss(window_size=11, reduction="none"),
+        spatial=SpatialGradient("diff"),
+        wk=2,
+        wp=6,
     )
-    same = all(copy_weights(ours, theirs) for ours, theirs in (
-        (trainer.generator, self.generator), (trainer.discriminators["target"], self.dis_target),
-        (trainer.discriminators["detail"], self.dis_detail)))
+    same = all(
+        copy_weights(ours, theirs)
+        for ours, theirs in (
+            (trainer.generator, self.generator),
+            (trainer.discriminators["target"], self.dis_target),
+            (trainer.discriminators["detail"], self.dis_detail),
+        )
+    )
     self.opt_generator = torch.optim.RMSprop(self.generator.parameters(), lr=1e-4)
     self.opt_dis_target = torch.optim.RMSprop(self.dis_target.parameters(), lr=1e-4)
     self.opt_dis_detail = torch.optim.RMSprop(self.dis_detail.parameters(), lr=1e-4)
@@ -150,13 +159,18 @@ def cddfuse_official(root: Path, trainer: Any, patch: int) -> tuple[Step, bool]:
     with official_imports(root, timm_stand_in()):
         from net import BaseFeatureExtraction, DetailFeatureExtraction, Restormer_Decoder, Restormer_Encoder
         from utils.loss import cc
-    parts = [Restormer_Encoder(), Restormer_Decoder(), BaseFeatureExtraction(dim=64, num_heads=8),
-             DetailFeatureExtraction(num_layers=1)]
+    parts = [
+        Restormer_Encoder(),
+        Restormer_Decoder(),
+        BaseFeatureExtraction(dim=64, num_heads=8),
+        DetailFeatureExtraction(num_layers=1),
+    ]
     ours = [trainer.net.encoder, trainer.net.decoder, trainer.net.base_fuse, trainer.net.detail_fuse]
     same = all(copy_weights(a, b) for a, b in zip(ours, parts, strict=True))
     encoder, decoder, base_fuse, detail_fuse = (nn.DataParallel(p) for p in parts)
-    optimizers = [torch.optim.Adam(m.parameters(), lr=1e-4, weight_decay=0) for m in
-                  (encoder, decoder, base_fuse, detail_fuse)]
+    optimizers = [
+        torch.optim.Adam(m.parameters(), lr=1e-4, weight_decay=0) for m in (encoder, decoder, base_fuse, detail_fuse)
+    ]
     mse, l1 = nn.MSELoss(), nn.L1Loss()
     loss_ssim = kornia.losses.SSIMLoss(11, reduction="mean")  # kornia.losses.SSIM of the release's kornia
     visible = 1 if trainer.visible == "b" else 0
@@ -216,8 +230,13 @@ def make_trainer(case: Case, batch: int | None, patch: int | None) -> tuple[Trai
         overrides["patch_size"] = patch
     recipe = METHODS.spec(case.method).training(overrides)
     method = create(case.method, task="ivif")
-    trainer = method.trainer("cpu", steps=recipe["steps"], patch_size=recipe["patch_size"], seed=0,  # type: ignore[attr-defined]
-                             **recipe["options"])
+    trainer = method.trainer(
+        "cpu",
+        steps=recipe["steps"],
+        patch_size=recipe["patch_size"],
+        seed=0,  # type: ignore[attr-defined]
+        **recipe["options"],
+    )
     return trainer, recipe
 
 
@@ -268,16 +287,23 @@ def run_case(name: str, official_root: Path | None, batch: int | None, patch: in
             if i:
                 t_theirs.append(sec)
     row: dict[str, Any] = {
-        "batch": recipe["batch_size"], "patch": recipe["patch_size"],
-        "fusebench_min_ms": min(t_ours) * 1e3, "fusebench_median_ms": statistics.median(t_ours) * 1e3,
-        "first_loss": first, "note": case.note,
+        "batch": recipe["batch_size"],
+        "patch": recipe["patch_size"],
+        "fusebench_min_ms": min(t_ours) * 1e3,
+        "fusebench_median_ms": statistics.median(t_ours) * 1e3,
+        "first_loss": first,
+        "note": case.note,
     }
     if theirs is not None:
-        row.update({
-            "official_min_ms": min(t_theirs) * 1e3, "official_median_ms": statistics.median(t_theirs) * 1e3,
-            "ratio": statistics.median(t_theirs) / statistics.median(t_ours), "ratio_min": min(t_theirs) / min(t_ours),
-            "same_initial_weights": same,
-        })
+        row.update(
+            {
+                "official_min_ms": min(t_theirs) * 1e3,
+                "official_median_ms": statistics.median(t_theirs) * 1e3,
+                "ratio": statistics.median(t_theirs) / statistics.median(t_ours),
+                "ratio_min": min(t_theirs) / min(t_ours),
+                "same_initial_weights": same,
+            }
+        )
     elif case.official is not None:
         row["note"] = "official side skipped: no --official folder given"
     return row
@@ -342,8 +368,9 @@ def profile_step(trainer: Trainer, data: torch.Tensor, patches: np.ndarray, step
             totals["forward"] += now() - depth.pop()
 
     # every module of the networks (trainers call parts such as net.encoder directly); nested calls count once
-    handles = [h for n in nets for m in n.modules() for h in (m.register_forward_pre_hook(pre),
-                                                               m.register_forward_hook(post))]
+    handles = [
+        h for n in nets for m in n.modules() for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))
+    ]
 
     def timer(key: str, func: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -441,16 +468,25 @@ def profile_markdown(res: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", action="append", default=[], metavar="NAME=FOLDER",
-                        help="the official code of NAME (densefuse, tardal, cddfuse); repeatable")
+    parser.add_argument(
+        "--official",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="the official code of NAME (densefuse, tardal, cddfuse); repeatable",
+    )
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--batch", type=int, help="pairs per batch for every method (default: each recipe's)")
     parser.add_argument("--patch", type=int, help="patch side for every method (default: each recipe's)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per side, after one warm-up step")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     parser.add_argument("--profile", action="store_true", help="split fusebench's step and report GFLOP/s instead")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="cpu",
-                        help="cpu: process CPU time (default; right for --threads 1 on a shared machine); wall")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="cpu",
+        help="cpu: process CPU time (default; right for --threads 1 on a shared machine); wall",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     _clock[0] = CLOCKS[args.clock]
@@ -478,9 +514,15 @@ def main() -> None:
     print(table)
     print(f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1-min)")
     if args.json:
-        payload = {"clock": args.clock, "threads": args.threads, "steps": args.steps, "profile": args.profile,
-                   "load_before": load_before,
-                   "load_after": load_after, "results": results}
+        payload = {
+            "clock": args.clock,
+            "threads": args.threads,
+            "steps": args.steps,
+            "profile": args.profile,
+            "load_before": load_before,
+            "load_after": load_after,
+            "results": results,
+        }
         args.json.write_text(json.dumps(payload, indent=2))
 
 
