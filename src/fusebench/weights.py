@@ -221,16 +221,18 @@ def check_known_file(path: str | os.PathLike[str]) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- fetch
+def mirror_location(entry: WeightsEntry, mirror: str) -> str:
+    """Where a weights mirror (a folder, or a URL when it contains ``://``) keeps ``entry``."""
+    if "://" in mirror:
+        return f"{mirror.rstrip('/')}/{urllib.parse.quote(entry.local_path)}"
+    return str(Path(mirror).expanduser() / entry.local_path)
+
+
 def _sources(entry: WeightsEntry, mirror: str | None, upstream: str | None) -> list[Source]:
     found: list[Source] = []
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     if mirror:
-        location = (
-            f"{mirror.rstrip('/')}/{urllib.parse.quote(entry.local_path)}"
-            if "://" in mirror
-            else str(Path(mirror).expanduser() / entry.local_path)
-        )
-        found.append(Source("mirror", location))
+        found.append(Source("mirror", mirror_location(entry, mirror)))
     base = upstream or os.environ.get(UPSTREAM_ENV) or DEFAULT_UPSTREAM
     found.append(Source("upstream", entry.url(base)))
     return found

@@ -11,7 +11,7 @@ from fusebench.datasets.folders import source_files
 from fusebench.methods import METHODS, OptionError
 from fusebench.metrics import CONVENTIONS, METRICS
 from fusebench.staleness import drop_set_aside, folder_fingerprint, set_aside_stale
-from fusebench.weights import registry as weights_registry
+from fusebench.weights import mirror_location as weights_mirror_location, registry as weights_registry
 
 min_version("8.20")
 
@@ -71,12 +71,13 @@ def official_weights(key, task):
 def weights_present(name):
     """Whether registered weights are here without a download: fetched into results/weights, or in a local
     weights mirror (a URL mirror is taken to hold them; fetch_weights checks every file either way)."""
-    path = weights_registry()[name].local_path
-    if os.path.isfile(f"results/weights/{path}"):
+    entry = weights_registry()[name]
+    if os.path.isfile(f"results/weights/{entry.local_path}"):
         return True
-    if "://" in WEIGHTS_MIRROR:
-        return True
-    return bool(WEIGHTS_MIRROR) and os.path.isfile(os.path.join(WEIGHTS_MIRROR, path))
+    if not WEIGHTS_MIRROR:
+        return False
+    location = weights_mirror_location(entry, WEIGHTS_MIRROR)
+    return "://" in location or os.path.isfile(location)
 
 
 def missing_weights(key, task):
