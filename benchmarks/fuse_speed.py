@@ -23,12 +23,10 @@ official code here (TensorFlow 1 does not install on Python 3.11): fusebench is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +37,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_code import official_imports, timm_stand_in, torchvision_stand_in  # noqa: E402
+from side_by_side import add_common_options, parse_official, report, run_methods, start, timed  # noqa: E402
 
 from fusebench.color import rgb_to_ycbcr  # noqa: E402
-from fusebench.cpu import set_threads  # noqa: E402
 from fusebench.fuse import fuse_images  # noqa: E402
 from fusebench.imageio import read_image, to_uint8  # noqa: E402
 from fusebench.methods import create  # noqa: E402
@@ -295,22 +293,7 @@ CASES = {
     "mffgan": Case("mff", "mffgan-tf/Lytro_model/CGAN.model-19.index", None),
 }
 TF1 = ("u2fusion", "pmgi", "sdnet", "mffgan")
-
-
-#: timings use process CPU time by default: on a machine shared with other jobs it counts this process's work and
-#: not its waits for a core (both sides run single-threaded); ``--clock wall`` for wall time (several threads)
-CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
-_clock: list[Callable[[], float]] = [time.process_time]
-
-
-def now() -> float:
-    return _clock[0]()
-
-
-def timed(func: Fuser, a: Path, b: Path) -> tuple[float, np.ndarray]:
-    start = now()
-    out = func(a, b)
-    return now() - start, out
+OFFICIAL = [k for k in CASES if k not in TF1]  # the methods with runnable official code
 
 
 def max_difference(x: np.ndarray, y: np.ndarray) -> int | None:
@@ -383,27 +366,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def parse_official(items: list[str]) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        name, sep, folder = item.partition("=")
-        if not sep or name not in CASES or name in TF1:
-            valid = ", ".join(k for k in CASES if k not in TF1)
-            raise SystemExit(f"--official {item!r}: expected NAME=FOLDER with NAME one of {valid}")
-        out[name] = Path(folder)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("FUSEBENCH_SHARED", REPO.parent / "shared")))
-    parser.add_argument(
-        "--official",
-        action="append",
-        default=[],
-        metavar="NAME=FOLDER",
-        help="the official code of NAME (densefuse, ifcnn, refusion, tardal, cddfuse); repeatable",
-    )
+    add_common_options(parser, OFFICIAL)
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument(
         "--pairs",
@@ -412,41 +378,16 @@ def main() -> None:
         help="IVIF pairs as DATASET/SPLIT/NAME (MFF-GAN uses MFIFB/test/lytro_01)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds per pair (min and median)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
-    parser.add_argument("--device", default="cpu", choices=["cpu"], help="only cpu: the official scripts run there")
-    parser.add_argument(
-        "--clock",
-        choices=list(CLOCKS),
-        default="cpu",
-        help="cpu: process CPU time (default; right for --threads 1 on a shared machine); wall",
-    )
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    _clock[0] = CLOCKS[args.clock]
-    official = parse_official(args.official)
-    set_threads(args.threads)  # as `fusebench fuse --threads`: also huge pages and allocator reuse (both sides)
-    load_before = os.getloadavg()
-    threads = torch.get_num_threads()
-    print(f"torch threads {threads}, cpu count {os.cpu_count()}, fp32, {args.device}, {args.clock} clock")
-    results = {}
-    for name in args.methods:
+    official = parse_official(args.official, OFFICIAL)
+    load_before = start(args)
+
+    def run_one(name: str) -> dict:
         pairs = list(MFF_PAIRS) if CASES[name].task == "mff" else args.pairs
-        print(f"{name} ...", flush=True)
-        results[name] = run_case(name, args.shared, official.get(name), pairs, args.repeat)
-        print("\n".join(markdown({name: results[name]}).splitlines()[2:]), flush=True)  # rows so far
-    load_after = os.getloadavg()
-    print(markdown(results))
-    print(f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1-min)")
-    if args.json:
-        payload = {
-            "clock": args.clock,
-            "threads": args.threads,
-            "repeat": args.repeat,
-            "load_before": load_before,
-            "load_after": load_after,
-            "methods": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=2))
+        return run_case(name, args.shared, official.get(name), pairs, args.repeat)
+
+    results = run_methods(args.methods, run_one, markdown)
+    report(args, markdown(results), load_before, {"repeat": args.repeat, "methods": results})
 
 
 if __name__ == "__main__":

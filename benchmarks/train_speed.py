@@ -27,11 +27,8 @@ channels, 256 x 256, fp32) on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,8 +46,8 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_code import official_imports, timm_stand_in, torchvision_stand_in, wandb_stand_in  # noqa: E402
+from side_by_side import add_common_options, now, parse_official, report, run_methods, start, timed  # noqa: E402
 
-from fusebench.cpu import set_threads  # noqa: E402
 from fusebench.methods import METHODS, create  # noqa: E402
 from fusebench.training import Trainer  # noqa: E402
 
@@ -220,6 +217,7 @@ CASES = {
     "ifcnn": Case("ifcnn", None, {}, "no official training code: fusebench only"),
 }
 OFFICIAL_KEY = {"densefuse": "densefuse", "densefuse ms_ssim": "densefuse", "tardal": "tardal", "cddfuse": "cddfuse"}
+OFFICIAL = sorted(set(OFFICIAL_KEY.values()))
 
 
 def make_trainer(case: Case, batch: int | None, patch: int | None) -> tuple[Trainer, dict[str, Any]]:
@@ -251,22 +249,6 @@ def total_loss(losses: dict[str, float]) -> float:
     return float(losses["loss"] if "loss" in losses else losses["fusion"])
 
 
-#: timings use process CPU time by default: on a machine shared with other jobs it counts this process's work and
-#: not its waits for a core (both sides run single-threaded); ``--clock wall`` for wall time (several threads)
-CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
-_clock: list[Callable[[], float]] = [time.process_time]
-
-
-def now() -> float:
-    return _clock[0]()
-
-
-def timed(step: Callable[[], object]) -> tuple[float, object]:
-    start = now()
-    value = step()
-    return now() - start, value
-
-
 def run_case(name: str, official_root: Path | None, batch: int | None, patch: int | None, steps: int) -> dict:
     case = CASES[name]
     trainer, recipe = make_trainer(case, batch, patch)
@@ -277,12 +259,12 @@ def run_case(name: str, official_root: Path | None, batch: int | None, patch: in
     t_ours, t_theirs = [], []
     first: dict[str, float] = {}
     for i in range(steps + 1):  # step 0 is the warm-up, not timed
-        sec, losses = timed(lambda: trainer.train_step(data.clone(), 0))
+        sec, losses = timed(trainer.train_step, data.clone(), 0)
         first.setdefault("fusebench", total_loss(losses))  # type: ignore[arg-type]
         if i:
             t_ours.append(sec)
         if theirs is not None:
-            sec, loss = timed(lambda: theirs(data.clone()))
+            sec, loss = timed(theirs, data.clone())
             first.setdefault("official", float(loss))  # type: ignore[arg-type]
             if i:
                 t_theirs.append(sec)
@@ -397,7 +379,7 @@ def profile_step(trainer: Trainer, data: torch.Tensor, patches: np.ndarray, step
             idx = np.sort(np.random.default_rng([0, step]).choice(len(patches), size=len(data), replace=False))
             sec, _ = timed(lambda: torch.from_numpy(np.asarray(patches[idx], dtype=np.float32) / 255.0))  # noqa: B023
             data_s.append(sec)
-            walls.append(timed(lambda: trainer.train_step(data.clone(), 0))[0])
+            walls.append(timed(trainer.train_step, data.clone(), 0)[0])
         out = {k: v / steps for k, v in totals.items()}
         with FlopCount() as counter:
             trainer.train_step(data.clone(), 0)
@@ -468,62 +450,26 @@ def profile_markdown(res: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--official",
-        action="append",
-        default=[],
-        metavar="NAME=FOLDER",
-        help="the official code of NAME (densefuse, tardal, cddfuse); repeatable",
-    )
+    add_common_options(parser, OFFICIAL)
     parser.add_argument("--methods", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--batch", type=int, help="pairs per batch for every method (default: each recipe's)")
     parser.add_argument("--patch", type=int, help="patch side for every method (default: each recipe's)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per side, after one warm-up step")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     parser.add_argument("--profile", action="store_true", help="split fusebench's step and report GFLOP/s instead")
-    parser.add_argument(
-        "--clock",
-        choices=list(CLOCKS),
-        default="cpu",
-        help="cpu: process CPU time (default; right for --threads 1 on a shared machine); wall",
-    )
-    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    _clock[0] = CLOCKS[args.clock]
-    official: dict[str, Path] = {}
-    for item in args.official:
-        name, sep, folder = item.partition("=")
-        if not sep or name not in set(OFFICIAL_KEY.values()):
-            raise SystemExit(f"--official {item!r}: expected NAME=FOLDER with NAME one of densefuse, tardal, cddfuse")
-        official[name] = Path(folder)
-    set_threads(args.threads)  # as `fusebench train --threads`: also huge pages and allocator reuse (both sides)
-    load_before = os.getloadavg()
-    print(f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, fp32, cpu, {args.clock} clock")
+    official = parse_official(args.official, OFFICIAL)
+    load_before = start(args)
     if args.profile:
         results: dict = profile(args.methods, args.batch, args.patch, args.steps)
         table = profile_markdown(results)
     else:
-        results = {}
-        for name in args.methods:
-            print(f"{name} ...", flush=True)
-            root = official.get(OFFICIAL_KEY.get(name, ""))
-            results[name] = run_case(name, root, args.batch, args.patch, args.steps)
-            print("\n".join(markdown({name: results[name]}).splitlines()[2:]), flush=True)  # rows so far
+
+        def run_one(name: str) -> dict:
+            return run_case(name, official.get(OFFICIAL_KEY.get(name, "")), args.batch, args.patch, args.steps)
+
+        results = run_methods(args.methods, run_one, markdown)
         table = markdown(results)
-    load_after = os.getloadavg()
-    print(table)
-    print(f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f} (1-min)")
-    if args.json:
-        payload = {
-            "clock": args.clock,
-            "threads": args.threads,
-            "steps": args.steps,
-            "profile": args.profile,
-            "load_before": load_before,
-            "load_after": load_after,
-            "results": results,
-        }
-        args.json.write_text(json.dumps(payload, indent=2))
+    report(args, table, load_before, {"steps": args.steps, "profile": args.profile, "results": results})
 
 
 if __name__ == "__main__":
