@@ -167,7 +167,7 @@ def test_fusion_follows_the_test_scripts(tmp_path: Path, options: dict[str, Any]
     np.testing.assert_allclose(fused, _expected_fusion(net, vis, ir, residual), atol=2e-6)
 
 
-def test_normalize_off_gives_the_sigmoid_output_and_amp_is_a_cpu_no_op(tmp_path: Path) -> None:
+def test_normalize_off_gives_the_sigmoid_output(tmp_path: Path) -> None:
     path = tmp_path / "w.pth"
     torch.save(_official_checkpoint(_random_net(2)), path)
     rng = np.random.default_rng(1)
@@ -176,10 +176,6 @@ def test_normalize_off_gives_the_sigmoid_output_and_amp_is_a_cpu_no_op(tmp_path:
     raw.load_official(path)
     out = raw.fuse(a, b)
     assert 0.0 < out.min() and out.max() < 1.0
-    fp32, amp = CDDFuse(), CDDFuse(amp=True)
-    fp32.load_official(path)
-    amp.load_official(path)
-    np.testing.assert_array_equal(fp32.fuse(a, b), amp.fuse(a, b))
     with pytest.raises(RuntimeError, match="no weights loaded"):
         CDDFuse().fuse(a, b)
 

@@ -37,7 +37,6 @@ Test time, exactly as the official scripts (see ``docs/methods/cddfuse.md``):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -69,7 +68,12 @@ PARAMETER_COUNT = 1_188_272
 
 # ================================================================================================ network
 class _LayerNormBody(nn.Module):
-    """Layer norm over the channels of each pixel (Restormer's "WithBias" variant, eps 1e-5)."""
+    """Layer norm over the channels of each pixel (Restormer's "WithBias" variant, eps 1e-5).
+
+    Computed on the NCHW tensor as the release does (mean and biased variance over dim 1): ``F.layer_norm`` needs
+    the channels last, and the permuted copies, plus the channels-last activations they hand the convolutions, made
+    a CDDFuse training step about 20% slower (benchmarks/README.md, train_speed.py).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -77,8 +81,9 @@ class _LayerNormBody(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, eps=1e-5)
-        return y.permute(0, 3, 1, 2)
+        mu = x.mean(1, keepdim=True)
+        var = x.var(1, keepdim=True, unbiased=False)
+        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class LayerNorm(nn.Module):
@@ -398,13 +403,6 @@ def fusion_loss(
 
 
 # ================================================================================================= method
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA when asked; a no-op elsewhere (CPU runs stay fp32)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @METHODS.register("cddfuse")
 class CDDFuse(LearnedMethod):
     """Options (all optional):
@@ -414,8 +412,9 @@ class CDDFuse(LearnedMethod):
       ``[ir, vi]`` pairs; ``a`` for mif, the MRI of ``[mri, X]`` pairs);
     * ``residual``: ``"visible"`` | ``"sum"`` | ``"none"``: what the decoder adds before its sigmoid
       (default ``visible`` for ivf, ``none`` for mif);
-    * ``normalize``: min-max normalise the output image as the test scripts do (default true);
-    * ``amp``: bf16 autocast on CUDA (default false; ignored on CPU).
+    * ``normalize``: min-max normalise the output image as the test scripts do (default true).
+
+    bf16 autocast is the workflow's ``fusion``/``training`` ``precision`` setting (:mod:`fusebench.accel`).
     """
 
     name: ClassVar[str] = "cddfuse"
@@ -430,7 +429,6 @@ class CDDFuse(LearnedMethod):
         default_residual = "visible" if self.variant == "ivf" else "none"
         self.residual = choice(self.name, "residual", self.options.get("residual", default_residual), RESIDUALS)
         self.normalize = bool(self.options.get("normalize", True))
-        self.amp = bool(self.options.get("amp", False))
 
     @property
     def official_weights(self) -> str:
@@ -439,7 +437,7 @@ class CDDFuse(LearnedMethod):
 
     # -- weights
     def trainer(self, device: str, **train_options: Any) -> CDDFuseTrainer:
-        options = {"visible": self.visible, "residual": self.residual != "none", "amp": self.amp}
+        options = {"visible": self.visible, "residual": self.residual != "none"}
         options.update(train_options)
         return CDDFuseTrainer(device, **options)
 
@@ -469,7 +467,7 @@ class CDDFuse(LearnedMethod):
         if min(a.shape) < 2:
             raise ValueError(f"cddfuse: images must be at least 2x2 (reflection padding), got {a.shape}")
         vis_np, ir_np = (b, a) if self.visible == "b" else (a, b)
-        with torch.inference_mode(), _autocast(self.device, self.amp):
+        with torch.inference_mode():
             vis, ir = self.to_tensor(vis_np), self.to_tensor(ir_np)
             residual = {"visible": vis, "sum": vis + ir, "none": None}[self.residual]
             out = net.fuse(vis, ir, residual).float()
@@ -546,7 +544,6 @@ class CDDFuseTrainer(Trainer):
         fusion_grad_weight: float = 10.0,
         visible: str = "b",
         residual: bool = True,
-        amp: bool = False,
         seed: int | None = None,
         **other: Any,
     ) -> None:
@@ -585,7 +582,6 @@ class CDDFuseTrainer(Trainer):
         self.fusion_grad_weight = float(fusion_grad_weight)
         self.visible = visible
         self.residual = bool(residual)
-        self.amp = bool(amp)
         self.net = seeded(seed, CDDFuseNet).to(self.device).train()
         self.optimizers = {
             attr: torch.optim.Adam(getattr(self.net, attr).parameters(), lr=self.lr, weight_decay=weight_decay)
@@ -638,16 +634,15 @@ class CDDFuseTrainer(Trainer):
         n = vis.shape[0]
         nan = torch.tensor(float("nan"), device=batch.device)
         net = self.net
-        with _autocast(self.device, self.amp):
-            base, detail, _ = net.encoder(torch.cat((vis, ir), dim=0))  # both sources in one pass
-            if self.stage(step) == 1:
-                sources = torch.cat((vis, ir), dim=0)
-                rec, _ = net.decoder(sources if self.residual else None, base, detail)
-            else:
-                fused_base = net.base_fuse(base[n:] + base[:n])
-                fused_detail = net.detail_fuse(detail[n:] + detail[:n])
-                fused, _ = net.decoder(vis if self.residual else None, fused_base, fused_detail)
-        base, detail = base.float(), detail.float()
+        base, detail, _ = net.encoder(torch.cat((vis, ir), dim=0))  # both sources in one pass
+        if self.stage(step) == 1:
+            sources = torch.cat((vis, ir), dim=0)
+            rec, _ = net.decoder(sources if self.residual else None, base, detail)
+        else:
+            fused_base = net.base_fuse(base[n:] + base[:n])
+            fused_detail = net.detail_fuse(detail[n:] + detail[:n])
+            fused, _ = net.decoder(vis if self.residual else None, fused_base, fused_detail)
+        base, detail = base.float(), detail.float()  # bf16 under `precision: bf16` autocast
         cc_base = cc(base[:n], base[n:])
         cc_detail = cc(detail[:n], detail[n:])
         decomp = cc_detail**2 / (1.01 + cc_base)
