@@ -99,6 +99,7 @@ def build_results(root: Path, mirror: Path, pairs: int = 2) -> tuple[Path, Plan]
         "protocol": "official",
         "weights": [{"file": "x.model", "sha256": "0" * 64}],
         "device": "cpu",
+        "accel": {"precision": "bf16", "channels_last": True, "compile": False},
     }
     (results / "fused" / "TNO" / SCRIPT / "fusion.json").write_text(json.dumps(fusion))
     model = results / "models" / "max" / "MSRS"

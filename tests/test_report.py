@@ -141,6 +141,8 @@ def test_efficiency_table(tree: tuple[Path, Plan]) -> None:
             assert efficiency.loc[(dataset, method), "seconds_per_pair"] == pytest.approx(SECONDS[method])
     script = efficiency.loc[("TNO", SCRIPT)]
     assert script["device"] == "cpu" and script["protocol"] == "official"  # from fusion.json
+    assert script["settings"] == "bf16, channels_last"  # its non-default accel settings
+    assert pd.isna(efficiency.loc[("TNO", "average"), "settings"])  # defaults (and classical): an empty cell
     assert efficiency.loc[("TNO", "average"), "parameters"] == 0  # classical
     trained = efficiency.loc[("TNO", "max")]
     assert trained["train_steps"] == 200 and trained["train_seconds"] == 12.5  # loss.csv, recipe.json
@@ -208,7 +210,8 @@ def test_page_shows_every_part(report: Path) -> None:
     assert "options = {&#34;lr&#34;: 0.001}" in html
     assert 'id="provenance"' in html and "50b73dfbbcbcce4198afbce192d1a43a8d3ad826" in html
     assert "minimum (1/2 datasets)" in html  # coverage instead of a rank
-    assert '<span class="protocol" title="test-time protocol (fusion.json)">official</span>' in html
+    badge = '<span class="protocol" title="test-time protocol and non-default performance settings (fusion.json)">'
+    assert badge + "official · bf16, channels_last</span>" in html
     assert "of the sources &amp; co" in html
     # an entry that ran nowhere for want of its weights: listed under "Not run", not in any table
     assert "cddfuse-official did not run on TNO, MSRS: its weights cddfuse-ivf, cddfuse-mif" in html

@@ -99,15 +99,12 @@ def runs_on(key, task):
 
 def skipped_entries():
     """Entries left out of datasets for want of their weights: [{key, datasets, missing}] for the report."""
+    task_of = {d: DATASETS.get(d).task for d in BENCH_DATASETS}
     skipped = []
     for key in METHOD_KEYS:
-        datasets = [
-            d
-            for d in BENCH_DATASETS
-            if applies_to(key, DATASETS.get(d).task) and not runs_on(key, DATASETS.get(d).task)
-        ]
+        datasets = [d for d, task in task_of.items() if applies_to(key, task) and not runs_on(key, task)]
         if datasets:
-            missing = sorted({n for d in datasets for n in missing_weights(key, DATASETS.get(d).task)})
+            missing = sorted({n for d in datasets for n in missing_weights(key, task_of[d])})
             skipped.append({"key": key, "datasets": datasets, "missing": missing})
     return skipped
 

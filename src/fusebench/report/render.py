@@ -287,6 +287,14 @@ class _DatasetSection:
     notes: list[str] = field(default_factory=list)
 
 
+def _protocol_label(efficiency: pd.DataFrame, method: str) -> str:
+    """The leaderboard's badge of a method: its test-time protocol and its non-default performance settings
+    (``official · bf16``), from the efficiency table's ``protocol`` and ``settings`` (fusion.json)."""
+    row = efficiency.loc[method]
+    parts = [row.get(k) for k in ("protocol", "settings")]
+    return " · ".join(str(p) for p in parts if isinstance(p, str) and p)
+
+
 def _leaderboard(
     main: pd.DataFrame,
     metrics: Sequence[MetricMeta],
@@ -485,7 +493,7 @@ def _dataset_section(
         section.notes.append(f"Not every method has all {len(images)} images; fewer for: {', '.join(short)}.")
     efficiency = inputs.efficiency[inputs.efficiency["dataset"] == dataset].set_index("method")
     runtime = {m: float(efficiency.at[m, "seconds_per_pair"]) for m in d.methods}
-    protocols = {m: str(v) for m, v in efficiency["protocol"].items() if pd.notna(v) and str(v)}
+    protocols = {m: _protocol_label(efficiency, m) for m in d.methods}
     section.rows, section.runtime_unit = _leaderboard(main, metrics, d.methods, runtime, protocols, palette)
     section.significance, cd = _significance(dataset, main, inputs.significance, metrics, staging)
     section.figures = {

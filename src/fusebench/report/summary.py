@@ -231,6 +231,15 @@ def _count(state: Any) -> int:
     return 0
 
 
+def accel_label(fusion: Mapping[str, Any]) -> str:
+    """A fuse step's performance settings that are not the defaults (``fusion.json``'s ``accel``), e.g.
+    ``"bf16, channels_last"``; empty for fp32 without channels_last or compile, and for classical methods."""
+    accel = fusion.get("accel") or {}
+    precision = str(accel.get("precision", "fp32"))
+    flags = [k for k in ("channels_last", "compile") if accel.get(k)]
+    return ", ".join(([] if precision == "fp32" else [precision]) + flags)
+
+
 def efficiency_table(results: Path, plan: Plan) -> pd.DataFrame:
     rows = []
     for d in plan.datasets:
@@ -248,6 +257,7 @@ def efficiency_table(results: Path, plan: Plan) -> pd.DataFrame:
                     "median_seconds": float(seconds.median()),
                     "device": str(fusion.get("device", "not recorded")),
                     "protocol": str(fusion.get("protocol", "")),
+                    "settings": accel_label(fusion),
                     "parameters": parameter_count(plan, results, m, weights),
                     "weights": " ".join(weights.get("official", [])) or weights.get("model", ""),
                     "train_steps": run.get("train_steps", math.nan),
