@@ -49,6 +49,7 @@ from torch import nn
 from ..losses import gradient_magnitude, sobel, ssim_map
 from ..training import Trainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
+from .restormer import GDFN, LayerNorm, TransformerBlock, self_attention
 
 VARIANTS = ("ivf", "mif")
 RESIDUALS = ("visible", "sum", "none")
@@ -67,99 +68,6 @@ PARAMETER_COUNT = 1_188_272
 
 
 # ================================================================================================ network
-class _LayerNormBody(nn.Module):
-    """Layer norm over the channels of each pixel (Restormer's "WithBias" variant, eps 1e-5).
-
-    Computed on the NCHW tensor as the release does (mean and biased variance over dim 1): ``F.layer_norm`` needs
-    the channels last, and the permuted copies, plus the channels-last activations they hand the convolutions, made
-    a CDDFuse training step about 20% slower (benchmarks/README.md, train_speed.py).
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(1, keepdim=True)
-        var = x.var(1, keepdim=True, unbiased=False)
-        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight[:, None, None] + self.bias[:, None, None]
-
-
-class LayerNorm(nn.Module):
-    """Holds the norm as ``body`` so that parameter names match the release (``norm1.body.weight``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = _LayerNormBody(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-def _channel_attention(qkv: torch.Tensor, heads: int, temperature: torch.Tensor) -> torch.Tensor:
-    """Transposed (channel) self-attention: per head a (C/heads x C/heads) map over all pixels."""
-    b, c3, h, w = qkv.shape
-    c = c3 // 3
-    q, k, v = (t.reshape(b, heads, c // heads, h * w) for t in qkv.chunk(3, dim=1))
-    q = F.normalize(q, dim=-1)
-    k = F.normalize(k, dim=-1)
-    attn = ((q @ k.transpose(-2, -1)) * temperature).softmax(dim=-1)
-    return (attn @ v).reshape(b, c, h, w)
-
-
-class MDTA(nn.Module):
-    """Restormer's multi-Dconv-head transposed attention (1x1 qkv, depth-wise 3x3, no bias)."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.num_heads = heads
-        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=False)
-        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=False)
-        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _channel_attention(self.qkv_dwconv(self.qkv(x)), self.num_heads, self.temperature)
-        return self.project_out(out)
-
-
-class GDFN(nn.Module):
-    """Gated depth-wise feed-forward: 1x1 to 2 x hidden, 3x3 conv, GELU(x1) * x2, 1x1 back.
-
-    ``dw_groups`` is ``2 * hidden`` (depth-wise) in the Restormer blocks; the release's Lite-Transformer
-    ``Mlp`` uses ``hidden`` groups (two input channels per group), which changes the weight shape.
-    """
-
-    def __init__(self, dim: int, expansion: float, dw_groups_per_hidden: int) -> None:
-        super().__init__()
-        hidden = int(dim * expansion)
-        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=False)
-        self.dwconv = nn.Conv2d(
-            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * dw_groups_per_hidden, bias=False
-        )
-        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
-
-
-class TransformerBlock(nn.Module):
-    """Restormer block: x + MDTA(LN(x)), then x + GDFN(LN(x)) (expansion 2, no bias)."""
-
-    def __init__(self, dim: int = 64, heads: int = 8, expansion: float = 2.0) -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(dim)
-        self.attn = MDTA(dim, heads)
-        self.norm2 = LayerNorm(dim)
-        self.ffn = GDFN(dim, expansion, dw_groups_per_hidden=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
-
-
 class LiteAttention(nn.Module):
     """The base branch's attention (release: ``AttentionBase``): 1x1 qkv, then a *full* 3x3 conv on qkv."""
 
@@ -172,7 +80,7 @@ class LiteAttention(nn.Module):
         self.proj = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(_channel_attention(self.qkv2(self.qkv1(x)), self.num_heads, self.scale))
+        return self.proj(self_attention(self.qkv2(self.qkv1(x)), self.num_heads, self.scale))
 
 
 class BaseFeatureExtraction(nn.Module):
@@ -255,7 +163,7 @@ class Encoder(nn.Module):
     def __init__(self, dim: int = 64, blocks: int = 4, heads: int = 8) -> None:
         super().__init__()
         self.patch_embed = _PatchEmbed(1, dim)
-        self.encoder_level1 = nn.Sequential(*(TransformerBlock(dim, heads) for _ in range(blocks)))
+        self.encoder_level1 = nn.Sequential(*(TransformerBlock(dim, heads, expansion=2.0) for _ in range(blocks)))
         self.baseFeature = BaseFeatureExtraction(dim, heads)
         self.detailFeature = DetailFeatureExtraction(3)
 
@@ -270,7 +178,7 @@ class Decoder(nn.Module):
     def __init__(self, dim: int = 64, blocks: int = 4, heads: int = 8) -> None:
         super().__init__()
         self.reduce_channel = nn.Conv2d(dim * 2, dim, kernel_size=1, bias=False)
-        self.encoder_level2 = nn.Sequential(*(TransformerBlock(dim, heads) for _ in range(blocks)))
+        self.encoder_level2 = nn.Sequential(*(TransformerBlock(dim, heads, expansion=2.0) for _ in range(blocks)))
         self.output = nn.Sequential(
             nn.Conv2d(dim, dim // 2, kernel_size=3, padding=1, bias=False),
             nn.LeakyReLU(),

@@ -45,6 +45,7 @@ from .. import official
 from ..losses import gradient_magnitude
 from ..training import Trainer, check_options, seeded
 from .base import METHODS, LearnedMethod, choice, load_state, to_image
+from .restormer import TransformerBlock, channel_attention, split_heads
 
 #: fusebench task -> the name of the authors' weights file (``ReFusion_<NAME>.pth``)
 OFFICIAL_TASKS = {"ivif": "IVIF", "mif": "MIF", "mff": "MFIF", "mef": "MEIF"}
@@ -57,92 +58,8 @@ OFFICIAL_KEYS = 140
 
 
 # ============================================================================================ networks
-class _WithBiasLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of an NCHW tensor: biased variance, eps 1e-5 inside the sqrt."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=1, keepdim=True)
-        var = (x - mu).pow(2).mean(dim=1, keepdim=True)
-        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight[:, None, None] + self.bias[:, None, None]
-
-
-class LayerNorm(nn.Module):
-    """Holds the norm as ``.body`` so that parameter names match the release (``norm1.body.weight``)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = _WithBiasLayerNorm(dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
 def _conv(cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2, groups=groups, bias=bias)
-
-
-def _heads(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """b (head c) h w -> b head c (h w)"""
-    b, c, h, w = t.shape
-    return t.reshape(b, heads, c // heads, h * w)
-
-
-def _channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """Transposed (channel-wise) attention of Restormer: softmax(norm(q) norm(k)^T * t) v, per head."""
-    q = F.normalize(q, dim=-1)
-    k = F.normalize(k, dim=-1)
-    attn = (q @ k.transpose(-2, -1)) * temperature
-    return attn.softmax(dim=-1) @ v
-
-
-class FeedForward(nn.Module):
-    """Gated depthwise feed-forward network (GDFN)."""
-
-    def __init__(self, dim: int, expansion: float) -> None:
-        super().__init__()
-        hidden = int(dim * expansion)
-        self.project_in = _conv(dim, hidden * 2, 1)
-        self.dwconv = _conv(hidden * 2, hidden * 2, 3, groups=hidden * 2)
-        self.project_out = _conv(hidden, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
-
-
-class Attention(nn.Module):
-    """Multi-Dconv head transposed self-attention (MDTA)."""
-
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = _conv(dim, dim * 3, 1)
-        self.qkv_dwconv = _conv(dim * 3, dim * 3, 3, groups=dim * 3)
-        self.project_out = _conv(dim, dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = (_heads(t, self.heads) for t in self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1))
-        out = _channel_attention(q, k, v, self.temperature)
-        return self.project_out(out.reshape(x.shape))
-
-
-class TransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, expansion: float) -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(dim)
-        self.attn = Attention(dim, heads)
-        self.norm2 = LayerNorm(dim)
-        self.ffn = FeedForward(dim, expansion)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
 
 
 class AFM(nn.Module):
@@ -170,11 +87,11 @@ class AFM(nn.Module):
         self.project_out2 = _conv(dim * 4, dim * 2, 1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        q1, k1, v1 = (_heads(t, self.heads) for t in self.qkv1_dwconv(self.qkv1(x1)).chunk(3, dim=1))
-        q2, k2, v2 = (_heads(t, self.heads) for t in self.qkv2_dwconv(self.qkv2(x2)).chunk(3, dim=1))
+        q1, k1, v1 = (split_heads(t, self.heads) for t in self.qkv1_dwconv(self.qkv1(x1)).chunk(3, dim=1))
+        q2, k2, v2 = (split_heads(t, self.heads) for t in self.qkv2_dwconv(self.qkv2(x2)).chunk(3, dim=1))
         # branch 1 is re-weighted by the queries of branch 2 and vice versa
-        out1 = _channel_attention(q2, k1, v1, self.temperature1).reshape(x1.shape)
-        out2 = _channel_attention(q1, k2, v2, self.temperature2).reshape(x2.shape)
+        out1 = channel_attention(q2, k1, v1, self.temperature1).reshape(x1.shape)
+        out2 = channel_attention(q1, k2, v2, self.temperature2).reshape(x2.shape)
         x1 = x1 + self.project_mid1(out1)
         x2 = x2 + self.project_mid2(out2)
         both = torch.cat([x1, x2], dim=1)
