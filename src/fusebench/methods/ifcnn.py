@@ -60,7 +60,8 @@ PARAMETERS = 83_587  # conv1 9,408 + 2 x (36,864 + 128 BN) + conv4 195
 
 # --------------------------------------------------------------------------------------------- network
 class ConvBlock(nn.Module):
-    """Replicate pad 1, 3x3 conv without bias, BatchNorm (eps 1e-5), ReLU; names ``conv``/``bn`` as the release."""
+    """Replicate pad 1, 3x3 conv without bias, BatchNorm (eps 1e-5), ReLU in place (as the release: no second
+    full-size buffer); names ``conv``/``bn`` as the release."""
 
     def __init__(self, channels: int = 64) -> None:
         super().__init__()
@@ -68,7 +69,7 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(F.pad(x, (1, 1, 1, 1), mode="replicate"))))
+        return F.relu(self.bn(self.conv(F.pad(x, (1, 1, 1, 1), mode="replicate"))), inplace=True)
 
 
 class IFCNNNet(nn.Module):
