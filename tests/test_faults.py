@@ -229,6 +229,7 @@ def test_hostile_method_and_train_options_are_quoted(
 
 
 # ---------------------------------------------------------- 14.3 a fused image truncated after the metrics ran
+@pytest.mark.slow  # a workflow run of 20-60 s: the default suite stays under 15 minutes
 def test_truncated_fused_image_reruns_metrics_and_sets_the_report_aside(hostile_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(hostile_run, run, symlinks=True)  # keeps the times Snakemake compares
@@ -469,6 +470,7 @@ def test_atomic_writer_fsyncs_the_file_before_and_the_folder_after_the_rename(
 
 
 # --------------------------------------------------------------- 11.16 a killed Snakemake does not block reruns
+@pytest.mark.slow  # a workflow run of 20-60 s: the default suite stays under 15 minutes
 def test_killed_snakemake_recovers_like_make_quickstart(tmp_path: Path) -> None:
     (tmp_path / "Snakefile").write_text(
         'rule slow:\n    output: "out.txt"\n    params: pause=config.get("pause", 0)\n'

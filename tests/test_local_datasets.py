@@ -160,6 +160,7 @@ def _snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # a workflow run of 20-60 s: the default suite stays under 15 minutes
 def test_config_dataset_runs_through_the_workflow(shared: Path, tmp_path: Path) -> None:
     """Two real pairs in a temporary folder, one classical method: download (a verified copy), fuse,
     metrics and report, exactly as for a registered dataset; DVC's data stage target resolves too."""

@@ -306,6 +306,7 @@ def _snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a workflow run of 20-60 s: the default suite stays under 15 minutes
 def test_workflow_passes_each_entrys_protocol(tmp_path: Path, shared: Path) -> None:
     """`protocol:` of a config entry reaches `fusebench fuse --protocol` (quoted), default fusebench; an entry
     with protocol official but no official weights, or a method without the procedure, fails at `snakemake -n`."""

@@ -20,6 +20,7 @@ def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # a workflow run of 20-60 s: the default suite stays under 15 minutes
 def test_plan_rule_writes_what_the_run_benchmarks(tmp_path: Path, shared: Path) -> None:
     config = small_config(shared)
     config["report"]["title"] = TITLE
